@@ -1,0 +1,70 @@
+"""The command line: `python -m chargeback stack up ...`."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+
+from .manifests import ManifestError
+from .plan import load_plan
+from .prometheus import MetricsSourceError
+from .schema import SCHEMAS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m chargeback",
+                                     description="Load-test and verify Kuadrant rate limits and chargeback metrics.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    stack = commands.add_parser("stack", help="the local stand-in for a cluster")
+    stack_commands = stack.add_subparsers(dest="stack_command", required=True)
+    up = stack_commands.add_parser("up", help="start gateway + model simulator + Prometheus until Ctrl-C")
+    up.add_argument("--policy", action="append", metavar="PATH",
+                    help="Kuadrant manifest file or folder (repeatable; default deploy/kuadrant)")
+    up.add_argument("--schema", default="seed", choices=sorted(SCHEMAS),
+                    help="metric names the gateway serves (default seed)")
+    up.add_argument("--gateway-port", type=int, default=8000, help="0 picks a free port (default 8000)")
+    up.add_argument("--prometheus-port", type=int, default=9090, help="0 picks a free port (default 9090)")
+    up.add_argument("--namespace", help="limitador_namespace label (default llm/vllm-httproute)")
+    up.add_argument("--ttft", type=float, default=0.0, help="model time to first token, seconds")
+    up.add_argument("--per-token", type=float, default=0.0, help="model time per completion token, seconds")
+    return parser
+
+
+def _stack_up(args: argparse.Namespace) -> int:
+    from sim.stack import DEFAULT_POLICY, LocalStack  # only the local-stack commands start the sim
+
+    policies = args.policy or [DEFAULT_POLICY]
+    plan = load_plan(policies)
+    for warning in plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    stack = LocalStack(policies, args.schema, args.gateway_port, args.prometheus_port, args.namespace,
+                       args.ttft, args.per_token)
+    stopping = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    print(f"starting: {len(plan.identities)} identities, {len(plan.limits)} limits, schema {args.schema} ...",
+          flush=True)
+    with stack:
+        print(f"gateway     {stack.gateway_url}  (OpenAI API; Limitador /metrics /limits /counters)")
+        print(f"prometheus  {stack.prometheus_url}  (scrapes the gateway every second)")
+        print("ready; Ctrl-C stops everything", flush=True)
+        stopping.wait()
+    print("stopped", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "stack":
+            return _stack_up(args)
+    except (ManifestError, MetricsSourceError, RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

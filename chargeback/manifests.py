@@ -1,0 +1,87 @@
+"""Read Kubernetes manifests (files, folders, multi-document YAML) into located documents."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+
+class ManifestError(ValueError):
+    """Bad input in a manifest; the message is one line naming the file and the field."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """One YAML document and where it came from."""
+
+    path: str
+    index: int
+    data: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.data.get("kind", ""))
+
+    @property
+    def name(self) -> str:
+        meta = self.data.get("metadata") or {}
+        return f"{meta.get('namespace', 'default')}/{meta.get('name', '?')}"
+
+    def where(self, field: str = "") -> str:
+        """`file: Kind ns/name: field` — the prefix of every error about this document."""
+        text = f"{self.path}: {self.kind} {self.name}"
+        return f"{text}: {field}" if field else text
+
+    def error(self, field: str, problem: str) -> ManifestError:
+        return ManifestError(f"{self.where(field)}: {problem}")
+
+
+def _yaml_files(paths: Iterable[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ManifestError(f"{path}: no such file or folder")
+    return files
+
+
+def load_documents(paths: Iterable[str | Path]) -> list[Document]:
+    """Every non-empty YAML document in the given files and folders, in order."""
+    documents: list[Document] = []
+    for path in _yaml_files(paths):
+        try:
+            loaded = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            raise ManifestError(f"{where}: YAML error: {exc.problem}") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"{path}: YAML error: {exc}") from None
+        for index, data in enumerate(loaded, start=1):
+            if data is None:
+                continue
+            if not isinstance(data, dict) or "kind" not in data:
+                raise ManifestError(f"{path}: document {index}: expected a mapping with apiVersion and kind")
+            documents.append(Document(str(path), index, data))
+    return documents
+
+
+def field(doc: Document, data: Any, dotted: str, expected: type | tuple[type, ...], required: bool = True) -> Any:
+    """Walk `dotted` (a.b.c) under `data`; return the value or raise a ManifestError naming the field."""
+    value = data
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if value is None:
+        if required:
+            raise doc.error(dotted, "missing")
+        return None
+    if not isinstance(value, expected):
+        names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
+        raise doc.error(dotted, f"expected {names}, got {value!r}")
+    return value

@@ -1,0 +1,535 @@
+"""The Plan: identities, tiers, limits, auth rules and prices, read from the Kuadrant manifests a cluster applies."""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Protocol
+
+from .expressions import CelExpression, ExpressionError, RegoRule, resolve_selector
+from .manifests import Document, ManifestError, load_documents
+
+AUTHORINO_LABEL = ("authorino.kuadrant.io/managed-by", "authorino")  # Authorino's default secret label selector
+PRICES_LABEL = "chargeback.kuadrant.io/prices"
+USER_ID_ANNOTATION = "secret.kuadrant.io/user-id"
+GROUPS_ANNOTATION = "kuadrant.io/groups"
+_DURATION = re.compile(r"(\d+)(ms|h|m|s)")
+_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_window(text: str) -> float:
+    """Seconds in a Gateway API duration such as `2m`, `1h30m`, `500ms`."""
+    text = str(text).strip()
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{text!r} is not a duration like 30s, 2m or 1h")
+    return sum(int(number) * _SECONDS[unit] for number, unit in parts)
+
+
+def mask_key(key: str) -> str:
+    """A stable, non-reversible stand-in for an API key: `sha256:` and 12 hex digits."""
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Price:
+    """What a tier pays: per authorized call and per 1000 tokens."""
+
+    per_call: float = 0.0
+    per_1k_tokens: float = 0.0
+
+    def cost(self, calls: int, tokens: int = 0) -> float:
+        return calls * self.per_call + tokens * self.per_1k_tokens / 1000.0
+
+
+@dataclass(frozen=True)
+class Rate:
+    limit: int
+    window: float  # seconds
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One named limit of a RateLimitPolicy (requests) or TokenRateLimitPolicy (tokens)."""
+
+    name: str
+    policy: str
+    kind: str  # "requests" or "tokens"
+    rates: tuple[Rate, ...]
+    predicates: tuple[CelExpression, ...]
+    counters: tuple[CelExpression, ...]
+
+    @property
+    def per_request(self) -> bool:
+        """True when a predicate or counter reads request attributes, so it cannot be decided per identity."""
+        return any(e.per_request for e in self.predicates + self.counters)
+
+    def applies(self, attributes: dict[str, Any]) -> bool:
+        """All `when` predicates hold; raises ExpressionError when one cannot be evaluated."""
+        return all(p.evaluate(attributes) is True for p in self.predicates)
+
+    def counter_values(self, attributes: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(str(c.evaluate(attributes)) for c in self.counters)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An API key and who it belongs to, as Authorino and the limits see it."""
+
+    user: str
+    key: str
+    groups: tuple[str, ...]
+    group_label: str  # the raw groups value, as metrics label it
+    tier: str
+    attributes: dict[str, Any]  # auth.identity as the limits see it
+    known: bool  # Authorino would find the key (Secret indexed and selected by the AuthPolicy)
+    allowed: bool  # the AuthPolicy's authorization rules pass
+    source: str
+
+    @property
+    def masked_key(self) -> str:
+        return mask_key(self.key)
+
+    @property
+    def auth(self) -> dict[str, Any]:
+        """The CEL attributes this identity contributes: `auth.identity.*`."""
+        return {"auth": {"identity": self.attributes}}
+
+
+class AuthorizationRule(Protocol):
+    def allows(self, authorization_json: dict[str, Any]) -> bool: ...
+
+
+_OPERATORS = {
+    "eq": lambda actual, value: str(actual) == value,
+    "neq": lambda actual, value: str(actual) != value,
+    "incl": lambda actual, value: isinstance(actual, list) and value in actual,
+    "excl": lambda actual, value: isinstance(actual, list) and value not in actual,
+    "matches": lambda actual, value: re.search(value, str(actual)) is not None,
+}
+
+
+@dataclass(frozen=True)
+class PatternRule:
+    """Authorino `patternMatching`: every pattern (selector, operator, value) must hold."""
+
+    patterns: tuple[tuple[str, str, str], ...]
+
+    def allows(self, authorization_json: dict[str, Any]) -> bool:
+        return all(
+            _OPERATORS[op](resolve_selector(selector, authorization_json), value)
+            for selector, op, value in self.patterns
+        )
+
+
+@dataclass(frozen=True)
+class AuthRules:
+    """What the AuthPolicy does: where the key is read, which Secrets count, what auth.identity holds, who is allowed."""
+
+    policy: str
+    header: str  # lower-case header name
+    prefix: str  # e.g. "APIKEY"; "" for a bare key
+    match_labels: dict[str, str]
+    namespace: str | None  # None when allNamespaces
+    identity_properties: dict[str, Any] | None  # name -> {"selector"|"value"|"expression": ...}; None: the Secret
+    rules: tuple[AuthorizationRule, ...]
+
+    def header_value(self, key: str) -> str:
+        return f"{self.prefix} {key}" if self.prefix else key
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A group with its members, the limits that apply to them and its prices."""
+
+    name: str
+    users: tuple[str, ...]
+    limits: tuple[str, ...]
+    price: Price
+
+
+@dataclass
+class Plan:
+    identities: list[Identity]
+    limits: list[Limit]
+    tiers: dict[str, Tier]
+    auth: AuthRules | None
+    currency: str = "USD"
+    telemetry_labels: dict[str, CelExpression] = field(default_factory=dict)
+    limitador_namespace: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    def identity(self, user: str) -> Identity:
+        for identity in self.identities:
+            if identity.user == user:
+                return identity
+        raise KeyError(f"no identity for user {user!r} in {', '.join(self.sources)}")
+
+    def limits_for(self, identity: Identity) -> list[Limit]:
+        """The limits whose predicates hold for this identity (per-request limits excluded)."""
+        return [limit for limit in self.limits if not limit.per_request and _applies(limit, identity)]
+
+    def user_groups(self) -> dict[str, str]:
+        """user -> tier: the fallback when a metric carries no group label."""
+        return {i.user: i.tier for i in self.identities}
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary for run records, API keys masked."""
+        return {
+            "sources": self.sources,
+            "currency": self.currency,
+            "identities": [
+                {"user": i.user, "key": i.masked_key, "groups": list(i.groups), "tier": i.tier,
+                 "known": i.known, "allowed": i.allowed}
+                for i in self.identities
+            ],
+            "limits": [
+                {"name": l.name, "policy": l.policy, "kind": l.kind,
+                 "rates": [{"limit": r.limit, "window_seconds": r.window} for r in l.rates],
+                 "when": [p.source for p in l.predicates], "counters": [c.source for c in l.counters]}
+                for l in self.limits
+            ],
+            "tiers": {
+                t.name: {"users": list(t.users), "limits": list(t.limits),
+                         "price": {"per_call": t.price.per_call, "per_1k_tokens": t.price.per_1k_tokens}}
+                for t in self.tiers.values()
+            },
+            "warnings": self.warnings,
+        }
+
+
+def _applies(limit: Limit, identity: Identity) -> bool:
+    try:
+        return limit.applies(identity.auth)
+    except ExpressionError:
+        return False
+
+
+def load_plan(paths: Iterable[str | Path]) -> Plan:
+    """Read every manifest under `paths` into a Plan; raises ManifestError with file and field on bad input."""
+    paths = [str(p) for p in paths]
+    documents = load_documents(paths)
+    if not documents:
+        raise ManifestError(f"{', '.join(paths)}: no Kubernetes manifests found")
+    by_kind: dict[str, list[Document]] = {}
+    for doc in documents:
+        by_kind.setdefault(doc.kind, []).append(doc)
+    warnings: list[str] = []
+    auth_policies = [_read_auth_policy(doc) for doc in by_kind.get("AuthPolicy", [])]
+    auth = next((a for a in auth_policies if a is not None), None)
+    limits = [limit for doc in by_kind.get("RateLimitPolicy", []) for limit in _read_limits(doc, "requests")]
+    limits += [limit for doc in by_kind.get("TokenRateLimitPolicy", []) for limit in _read_limits(doc, "tokens")]
+    prices, currency = _read_prices(by_kind.get("ConfigMap", []))
+    identities = _read_identities(by_kind.get("Secret", []), auth, set(prices), warnings)
+    _check_unique_keys(identities)
+    _warn_unevaluable(limits, identities, warnings)
+    routes = by_kind.get("HTTPRoute", [])
+    return Plan(
+        identities=identities,
+        limits=limits,
+        tiers=_tiers(identities, limits, prices),
+        auth=auth,
+        currency=currency,
+        telemetry_labels=_read_telemetry(by_kind.get("TelemetryPolicy", []), warnings),
+        limitador_namespace=routes[0].name if len(routes) == 1 else None,
+        warnings=warnings,
+        sources=paths,
+    )
+
+
+def _read_auth_policy(doc: Document) -> AuthRules | None:
+    """The API-key part of an AuthPolicy (kuadrant.io/v1); None when it authenticates by other means."""
+    spec = doc.data.get("spec") or {}
+    rules = spec.get("rules") or (spec.get("defaults") or {}).get("rules") or {}
+    authentication = rules.get("authentication") or {}
+    if not isinstance(authentication, dict):
+        raise doc.error("spec.rules.authentication", "expected a mapping of authentication names")
+    api_key = next(((n, a) for n, a in authentication.items() if isinstance(a, dict) and "apiKey" in a), None)
+    if api_key is None:
+        return None
+    name, method = api_key
+    at = f"spec.rules.authentication.{name}"
+    selector = (method["apiKey"] or {}).get("selector") or {}
+    match_labels = selector.get("matchLabels") or {}
+    if not isinstance(match_labels, dict):
+        raise doc.error(f"{at}.apiKey.selector.matchLabels", "expected a mapping of labels")
+    header, prefix = _credentials(doc, at, method.get("credentials") or {})
+    meta = doc.data.get("metadata") or {}
+    return AuthRules(
+        policy=doc.name,
+        header=header,
+        prefix=prefix,
+        match_labels={str(k): str(v) for k, v in match_labels.items()},
+        namespace=None if method["apiKey"].get("allNamespaces") else meta.get("namespace", "default"),
+        identity_properties=_identity_properties(doc, rules),
+        rules=_authorization_rules(doc, rules),
+    )
+
+
+def _credentials(doc: Document, at: str, credentials: dict[str, Any]) -> tuple[str, str]:
+    if not credentials or "authorizationHeader" in credentials:
+        prefix = (credentials.get("authorizationHeader") or {}).get("prefix", "Bearer")  # Authorino's default
+        return "authorization", str(prefix)
+    if "customHeader" in credentials:
+        header = (credentials["customHeader"] or {}).get("name")
+        if not header:
+            raise doc.error(f"{at}.credentials.customHeader.name", "missing")
+        return str(header).lower(), ""
+    raise doc.error(f"{at}.credentials", f"only authorizationHeader and customHeader are supported, got {sorted(credentials)}")
+
+
+def _identity_properties(doc: Document, rules: dict[str, Any]) -> dict[str, Any] | None:
+    """The `identity` success filter (`auth.identity.*` in limits); None when the policy defines none."""
+    success = (rules.get("response") or {}).get("success") or {}
+    filters = success.get("filters") or success.get("dynamicMetadata") or {}
+    identity = filters.get("identity")
+    if identity is None:
+        return None
+    properties = (identity.get("json") or {}).get("properties")
+    if not isinstance(properties, dict):
+        raise doc.error("spec.rules.response.success.filters.identity.json.properties", "expected a mapping")
+    for name, prop in properties.items():
+        if not isinstance(prop, dict) or not {"selector", "value", "expression"} & set(prop):
+            raise doc.error(f"spec.rules.response.success.filters.identity.json.properties.{name}",
+                            "expected selector, value or expression")
+    return properties
+
+
+def _authorization_rules(doc: Document, rules: dict[str, Any]) -> tuple[AuthorizationRule, ...]:
+    found: list[AuthorizationRule] = []
+    for name, rule in (rules.get("authorization") or {}).items():
+        at = f"spec.rules.authorization.{name}"
+        if "opa" in rule:
+            rego = (rule["opa"] or {}).get("rego")
+            if not isinstance(rego, str):
+                raise doc.error(f"{at}.opa.rego", "only inline Rego is supported")
+            try:
+                found.append(RegoRule(rego))
+            except ExpressionError as exc:
+                raise doc.error(f"{at}.opa.rego", str(exc)) from None
+        elif "patternMatching" in rule:
+            patterns = (rule["patternMatching"] or {}).get("patterns") or []
+            try:
+                found.append(PatternRule(tuple((p["selector"], p["operator"], str(p["value"])) for p in patterns)))
+            except (KeyError, TypeError):
+                raise doc.error(f"{at}.patternMatching.patterns", "expected a list of {selector, operator, value}") from None
+            unknown = {p["operator"] for p in patterns} - set(_OPERATORS)
+            if unknown:
+                raise doc.error(f"{at}.patternMatching.patterns", f"unsupported operator {sorted(unknown)}")
+        else:
+            raise doc.error(at, f"only opa and patternMatching rules are supported, got {sorted(rule)}")
+    return tuple(found)
+
+
+def _read_limits(doc: Document, kind: str) -> list[Limit]:
+    spec = doc.data.get("spec") or {}
+    found: list[Limit] = []
+    for section in ("limits", "defaults", "overrides"):
+        limits = spec.get(section) or {}
+        at = "spec.limits" if section == "limits" else f"spec.{section}.limits"
+        if section != "limits":
+            limits = limits.get("limits") or {}
+        if not isinstance(limits, dict):
+            raise doc.error(at, "expected a mapping of limit names")
+        found += [_read_limit(doc, kind, f"{at}.{name}", name, body) for name, body in limits.items()]
+    if not found:
+        raise doc.error("spec.limits", "missing")
+    return found
+
+
+def _read_limit(doc: Document, kind: str, at: str, name: str, body: Any) -> Limit:
+    if not isinstance(body, dict):
+        raise doc.error(at, "expected a mapping with rates")
+    rates = body.get("rates")
+    if not isinstance(rates, list) or not rates:
+        raise doc.error(f"{at}.rates", "expected a list of {limit, window}")
+    parsed: list[Rate] = []
+    for i, rate in enumerate(rates):
+        limit = rate.get("limit") if isinstance(rate, dict) else None
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise doc.error(f"{at}.rates[{i}].limit", f"expected a whole number >= 0, got {limit!r}")
+        try:
+            parsed.append(Rate(limit, parse_window(rate.get("window", ""))))
+        except ValueError as exc:
+            raise doc.error(f"{at}.rates[{i}].window", str(exc)) from None
+    return Limit(
+        name=name,
+        policy=doc.name,
+        kind=kind,
+        rates=tuple(parsed),
+        predicates=tuple(_expressions(doc, f"{at}.when", body.get("when") or [], "predicate")),
+        counters=tuple(_expressions(doc, f"{at}.counters", body.get("counters") or [], "expression")),
+    )
+
+
+def _expressions(doc: Document, at: str, items: Any, key: str) -> list[CelExpression]:
+    if not isinstance(items, list):
+        raise doc.error(at, f"expected a list of {{{key}: <CEL>}}")
+    found = []
+    for i, item in enumerate(items):
+        source = item.get(key) if isinstance(item, dict) else None
+        if not isinstance(source, str):
+            raise doc.error(f"{at}[{i}].{key}", f"missing (kuadrant.io/v1 takes `{key}: <CEL>`)")
+        try:
+            found.append(CelExpression(source))
+        except ExpressionError as exc:
+            raise doc.error(f"{at}[{i}].{key}", str(exc)) from None
+    return found
+
+
+def _read_prices(config_maps: list[Document]) -> tuple[dict[str, Price], str]:
+    """Prices from ConfigMaps labelled chargeback.kuadrant.io/prices: data `<tier>.per_call`, `<tier>.per_1k_tokens`."""
+    prices: dict[str, dict[str, float]] = {}
+    currency = "USD"
+    for doc in config_maps:
+        meta = doc.data.get("metadata") or {}
+        if str((meta.get("labels") or {}).get(PRICES_LABEL, "")).lower() != "true":
+            continue
+        currency = str((meta.get("annotations") or {}).get("chargeback.kuadrant.io/currency", currency))
+        for key, value in (doc.data.get("data") or {}).items():
+            tier, _, unit = str(key).rpartition(".")
+            if unit not in ("per_call", "per_1k_tokens") or not tier:
+                raise doc.error(f"data.{key}", "expected keys <tier>.per_call or <tier>.per_1k_tokens")
+            try:
+                amount = float(value)
+            except (TypeError, ValueError):
+                raise doc.error(f"data.{key}", f"expected a number, got {value!r}") from None
+            if amount < 0:
+                raise doc.error(f"data.{key}", f"expected a price >= 0, got {value!r}")
+            prices.setdefault(tier, {})[unit] = amount
+    return {tier: Price(**units) for tier, units in prices.items()}, currency
+
+
+def _secret_key(doc: Document) -> str | None:
+    if "api_key" in (doc.data.get("stringData") or {}):
+        return str(doc.data["stringData"]["api_key"])
+    encoded = (doc.data.get("data") or {}).get("api_key")
+    if encoded is None:
+        return None
+    try:
+        return base64.b64decode(str(encoded), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise doc.error("data.api_key", "not valid base64") from None
+
+
+def _secret_object(doc: Document, key: str) -> dict[str, Any]:
+    """The Secret as Authorino hands it to rules: data base64-encoded, stringData folded in."""
+    data = dict(doc.data.get("data") or {})
+    data["api_key"] = base64.b64encode(key.encode()).decode()
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": doc.data.get("metadata") or {}, "data": data}
+
+
+def _read_identities(secrets: list[Document], auth: AuthRules | None, priced: set[str], warnings: list[str]) -> list[Identity]:
+    identities = []
+    for doc in secrets:
+        key = _secret_key(doc)
+        if key is None:
+            continue
+        meta = doc.data.get("metadata") or {}
+        labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+        annotations = meta.get("annotations") or {}
+        indexed = labels.get(AUTHORINO_LABEL[0]) == AUTHORINO_LABEL[1]
+        if not indexed:
+            warnings.append(
+                f"{doc.where('metadata.labels')}: lacks {AUTHORINO_LABEL[0]}: {AUTHORINO_LABEL[1]}; "
+                "Authorino's default secret label selector will not index it, so the cluster answers 401 for its key"
+            )
+        secret = _secret_object(doc, key)
+        authorization_json = {"context": {}, "auth": {"identity": secret}}
+        selected = auth is not None and all(labels.get(k) == v for k, v in auth.match_labels.items()) and (
+            auth.namespace is None or auth.namespace == meta.get("namespace", "default"))
+        attributes = _identity_attributes(doc, auth, authorization_json) if auth else secret
+        groups_value = attributes.get("groups", annotations.get(GROUPS_ANNOTATION, ""))
+        group_label = ",".join(groups_value) if isinstance(groups_value, list) else str(groups_value or "")
+        groups = tuple(g.strip() for g in group_label.split(",") if g.strip())
+        user = str(attributes.get("userid") or annotations.get(USER_ID_ANNOTATION) or meta.get("name"))
+        tier = attributes.get("tier")
+        if not isinstance(tier, str) or not tier:
+            tier = next((g for g in groups if g in priced), groups[0] if groups else "none")
+        identities.append(Identity(
+            user=user, key=key, groups=groups, group_label=group_label, tier=tier, attributes=attributes,
+            known=indexed and selected,
+            allowed=_allowed(doc, auth, authorization_json),
+            source=doc.where(),
+        ))
+    return identities
+
+
+def _identity_attributes(doc: Document, auth: AuthRules, authorization_json: dict[str, Any]) -> dict[str, Any]:
+    if auth.identity_properties is None:
+        return authorization_json["auth"]["identity"]
+    attributes = {}
+    for name, prop in auth.identity_properties.items():
+        if "value" in prop:
+            attributes[name] = prop["value"]
+        elif "selector" in prop:
+            attributes[name] = resolve_selector(str(prop["selector"]), authorization_json)
+        else:
+            try:
+                attributes[name] = CelExpression(str(prop["expression"])).evaluate(authorization_json)
+            except ExpressionError as exc:
+                raise ManifestError(f"{auth.policy}: identity property {name}: {exc} (for {doc.where()})") from None
+    return attributes
+
+
+def _allowed(doc: Document, auth: AuthRules | None, authorization_json: dict[str, Any]) -> bool:
+    if auth is None:
+        return True
+    try:
+        return all(rule.allows(authorization_json) for rule in auth.rules)
+    except ExpressionError as exc:
+        raise ManifestError(f"AuthPolicy {auth.policy}: authorization failed for {doc.where()}: {exc}") from None
+
+
+def _check_unique_keys(identities: list[Identity]) -> None:
+    seen: dict[str, Identity] = {}
+    for identity in identities:
+        if identity.key in seen:
+            raise ManifestError(f"{identity.source}: stringData.api_key: the same key as {seen[identity.key].source}")
+        seen[identity.key] = identity
+
+
+def _warn_unevaluable(limits: list[Limit], identities: list[Identity], warnings: list[str]) -> None:
+    """One warning per limit whose predicates or counters cannot be evaluated for some identity."""
+    for limit in limits:
+        if limit.per_request:
+            continue
+        for identity in identities:
+            try:
+                if limit.applies(identity.auth):
+                    limit.counter_values(identity.auth)
+            except ExpressionError as exc:
+                warnings.append(f"{limit.policy} limit {limit.name}: {exc} for user {identity.user}; the limit does not apply")
+                break
+
+
+def _tiers(identities: list[Identity], limits: list[Limit], prices: dict[str, Price]) -> dict[str, Tier]:
+    names = list(dict.fromkeys([i.tier for i in identities] + list(prices)))
+    tiers = {}
+    for name in names:
+        members = [i for i in identities if i.tier == name]
+        applying = [l.name for l in limits if any(_applies(l, i) for i in members)]
+        tiers[name] = Tier(name, tuple(i.user for i in members), tuple(applying), prices.get(name, Price()))
+    return tiers
+
+
+def _read_telemetry(policies: list[Document], warnings: list[str]) -> dict[str, CelExpression]:
+    """Labels a TelemetryPolicy adds to Limitador's metrics; those the stand-in cannot evaluate are dropped with a warning."""
+    labels: dict[str, CelExpression] = {}
+    for doc in policies:
+        raw = ((doc.data.get("spec") or {}).get("metrics") or {}).get("default", {}).get("labels") or {}
+        for name, source in raw.items():
+            try:
+                expression = CelExpression(str(source))
+            except ExpressionError as exc:
+                raise doc.error(f"spec.metrics.default.labels.{name}", str(exc)) from None
+            if expression.per_request:
+                warnings.append(f"{doc.where(f'spec.metrics.default.labels.{name}')}: `{expression.source}` reads "
+                                "request or response attributes; the stand-in leaves this label out")
+                continue
+            labels[name] = expression
+    return labels

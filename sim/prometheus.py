@@ -1,0 +1,106 @@
+"""Launch a real Prometheus server for a local test stack."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+
+import yaml
+
+from .process import ManagedProcess
+
+
+class PrometheusNotFound(RuntimeError):
+    """The prometheus binary could not be located."""
+
+
+def find_binary() -> str:
+    """Return the prometheus binary: $PROMETHEUS_BIN, else the one on PATH."""
+    env = os.environ.get("PROMETHEUS_BIN")
+    if env:
+        if not (os.path.isfile(env) and os.access(env, os.X_OK)):
+            raise PrometheusNotFound(f"PROMETHEUS_BIN={env} is not an executable file")
+        return env
+    found = shutil.which("prometheus")
+    if found is None:
+        raise PrometheusNotFound(
+            "prometheus binary not found on PATH (set PROMETHEUS_BIN or "
+            "install it with: apt-get install prometheus)"
+        )
+    return found
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def render_config(targets: list[str], job: str = "limitador", scrape_interval: str = "1s",
+                  metrics_path: str = "/metrics", rule_files: list[str] | None = None) -> str:
+    """Return prometheus.yml text scraping `targets` (host:port) as a single job."""
+    config: dict = {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "scrape_configs": [{
+            "job_name": job,
+            "metrics_path": metrics_path,
+            "static_configs": [{"targets": list(targets)}],
+        }],
+    }
+    if rule_files:
+        config["rule_files"] = list(rule_files)
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+class PrometheusServer:
+    """A Prometheus process bound to 127.0.0.1, usable as a context manager."""
+
+    def __init__(self, targets: list[str], port: int = 0, job: str = "limitador",
+                 scrape_interval: str = "1s", data_dir: str | None = None,
+                 binary: str | None = None, extra_rule_files: list[str] | None = None) -> None:
+        self.targets = list(targets)
+        self.port = port or free_port()
+        self.job = job
+        self.scrape_interval = scrape_interval
+        self.binary = binary or find_binary()
+        self.rule_files = list(extra_rule_files or [])
+        self._owns_data_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="prometheus-")
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = os.path.join(self.data_dir, "prometheus.log")
+        self.process: ManagedProcess | None = None
+
+    def start(self, timeout: float = 30.0) -> "PrometheusServer":
+        """Start the server and block until /-/ready answers 200."""
+        os.makedirs(self.data_dir, exist_ok=True)
+        config_path = os.path.join(self.data_dir, "prometheus.yml")
+        with open(config_path, "w") as f:
+            f.write(render_config(self.targets, self.job, self.scrape_interval, rule_files=self.rule_files))
+        self.process = ManagedProcess(
+            "prometheus",
+            [self.binary, f"--config.file={config_path}",
+             f"--storage.tsdb.path={os.path.join(self.data_dir, 'tsdb')}",
+             f"--web.listen-address=127.0.0.1:{self.port}",
+             "--storage.tsdb.retention.time=1d", "--log.level=warn"],
+            self.log_path, f"{self.url}/-/ready")
+        try:
+            self.process.start(timeout)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the process group; remove a temp data dir."""
+        if self.process is not None:
+            self.process.stop(timeout)
+        if self._owns_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> "PrometheusServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
