@@ -1,4 +1,4 @@
-"""The command line: `python -m chargeback stack up ...`."""
+"""The command line: `python -m chargeback stack up ...` and `python -m chargeback demo`."""
 from __future__ import annotations
 
 import argparse
@@ -7,8 +7,9 @@ import sys
 import threading
 from types import FrameType
 
+from .demo import run_demo
 from .manifests import ManifestError
-from .plan import load_plan
+from .plan import DEFAULT_POLICY, load_plan
 from .prometheus import MetricsSourceError
 from .schema import SCHEMAS
 
@@ -29,11 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--namespace", help="limitador_namespace label (default llm/vllm-httproute)")
     up.add_argument("--ttft", type=float, default=0.0, help="model time to first token, seconds")
     up.add_argument("--per-token", type=float, default=0.0, help="model time per completion token, seconds")
+    demo = commands.add_parser("demo", help="the seed's traffic on the local stand-in, verified in Prometheus")
+    demo.add_argument("--policy", action="append", metavar="PATH",
+                      help="Kuadrant manifest file or folder (repeatable; default deploy/kuadrant)")
+    demo.add_argument("--schema", default="seed", choices=sorted(SCHEMAS), help="metric names (default seed)")
     return parser
 
 
 def _stack_up(args: argparse.Namespace) -> int:
-    from sim.stack import DEFAULT_POLICY, LocalStack  # only the local-stack commands start the sim
+    from sim.stack import LocalStack  # only the local-stack commands start the sim
 
     policies = args.policy or [DEFAULT_POLICY]
     plan = load_plan(policies)
@@ -64,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "stack":
             return _stack_up(args)
+        if args.command == "demo":
+            return run_demo(args.policy or [DEFAULT_POLICY], args.schema)
     except (ManifestError, MetricsSourceError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Protocol
 from .expressions import CelExpression, ExpressionError, RegoRule, resolve_selector
 from .manifests import Document, ManifestError, load_documents
 
+DEFAULT_POLICY = str(Path(__file__).resolve().parent.parent / "deploy" / "kuadrant")
 AUTHORINO_LABEL = ("authorino.kuadrant.io/managed-by", "authorino")  # Authorino's default secret label selector
 PRICES_LABEL = "chargeback.kuadrant.io/prices"
 USER_ID_ANNOTATION = "secret.kuadrant.io/user-id"

@@ -8,13 +8,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from chargeback.plan import DEFAULT_POLICY
 from chargeback.prometheus import PrometheusSource
 
 from .process import ManagedProcess
 from .prometheus import PrometheusServer, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_POLICY = str(REPO_ROOT / "deploy" / "kuadrant")
 
 
 class LocalStack:

@@ -1,0 +1,22 @@
+# `make test` and `make demo` do their own set-up: Debian's prometheus (when missing) and the pinned Python packages.
+PYTHON ?= python3
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo stack bench
+
+setup:
+	@command -v prometheus >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
+	$(PYTHON) -m pip install -q -r requirements.txt
+
+test: setup
+	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+demo: setup
+	$(PYTHON) -m chargeback demo
+
+stack: setup
+	$(PYTHON) -m chargeback stack up
+
+bench: setup
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light)
+	$(PYTHON) bench/gateway_speed.py

@@ -1,0 +1,86 @@
+"""`python -m chargeback stack up`: prints its URLs, serves, and stops everything on SIGTERM; clear errors."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from test_plan import ROOT, write
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "chargeback", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **(env or {})})
+
+
+def children_of(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_stack_up_serves_and_stops_on_sigterm() -> None:
+    process = subprocess.Popen([sys.executable, "-m", "chargeback", "stack", "up", "--gateway-port", "0",
+                                "--prometheus-port", "0", "--schema", "telemetry"],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [process.stdout.readline() for _ in range(4)]  # bounded: the stack prints four lines when ready
+        assert lines[0].startswith("starting: 5 identities, 3 limits, schema telemetry")
+        gateway = re.search(r"gateway\s+(http://127\.0\.0\.1:\d+)", lines[1]).group(1)
+        prometheus = re.search(r"prometheus\s+(http://127\.0\.0\.1:\d+)", lines[2]).group(1)
+        assert lines[3].startswith("ready")
+        with urllib.request.urlopen(f"{gateway}/metrics", timeout=5) as response:
+            assert b"limitador_up 1.0" in response.read()
+        with urllib.request.urlopen(f"{prometheus}/api/v1/query?query=limitador_up", timeout=5) as response:
+            assert b'"value":[' in response.read()
+        children = children_of(process.pid)
+        assert len(children) == 2
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0 and out.strip().endswith("stopped"), err
+    time.sleep(0.2)
+    assert [pid for pid in children if os.path.exists(f"/proc/{pid}") and
+            open(f"/proc/{pid}/stat").read().split()[2] != "Z"] == []
+
+
+def test_stack_up_names_a_missing_prometheus_binary() -> None:
+    result = run_cli("stack", "up", "--gateway-port", "0", "--prometheus-port", "0",
+                     env={"PROMETHEUS_BIN": "/nonexistent/prometheus"})
+    assert result.returncode == 2
+    assert result.stderr == "error: PROMETHEUS_BIN=/nonexistent/prometheus is not an executable file\n"
+
+
+def test_stack_up_names_the_bad_manifest(tmp_path: Path) -> None:
+    bad = write(tmp_path, "bad.yaml", "apiVersion: kuadrant.io/v1\nkind: RateLimitPolicy\n"
+                "metadata: {name: x, namespace: llm}\nspec:\n  limits:\n    a:\n      rates: [{limit: 1, window: soon}]\n")
+    result = run_cli("stack", "up", "--policy", str(bad))
+    assert result.returncode == 2
+    assert result.stderr == (f"error: {bad}: RateLimitPolicy llm/x: spec.limits.a.rates[0].window: "
+                             "'soon' is not a duration like 30s, 2m or 1h\n")
+
+
+def test_demo_replays_the_seed_and_passes() -> None:
+    result = run_cli("demo")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("premiumuser", "freeuser"))]
+    assert rows == [
+        ["premiumuser1", "premium", "8", "0", "8", "/", "0", "0.0160", "ok"],
+        ["freeuser1", "free", "2", "3", "2", "/", "3", "0.0020", "ok"],
+        ["premiumuser2", "premium", "6", "0", "6", "/", "0", "0.0120", "ok"],
+    ]
+    assert "PASS: 3 of 3 users counted exactly" in result.stdout
+
+
+def test_demo_fails_when_the_counts_differ_from_the_seed(tmp_path: Path) -> None:
+    policy = (ROOT / "deploy" / "kuadrant" / "rate-limit-policy.yaml").read_text().replace("limit: 2\n", "limit: 3\n")
+    write(tmp_path, "rate-limit-policy.yaml", policy)
+    keys, auth = ROOT / "deploy" / "kuadrant" / "api-keys.yaml", ROOT / "deploy" / "kuadrant" / "auth-policy.yaml"
+    result = run_cli("demo", "--policy", str(keys), "--policy", str(auth), "--policy", str(tmp_path))
+    assert result.returncode == 1
+    assert [line.split()[2:4] for line in result.stdout.splitlines() if line.startswith("freeuser1")] == [["3", "2"]]
+    assert "FAIL: 2 of 3 users counted exactly" in result.stdout

@@ -1,0 +1,96 @@
+"""Limitador's semantics in the stand-in's limiter, on a controlled clock."""
+from __future__ import annotations
+
+from sim.limiter import CounterSpec, Limiter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def spec(limit: int, seconds: float, name: str = "free", values: tuple[str, ...] = ("u1",), hits: int = 1) -> CounterSpec:
+    return CounterSpec(name, 0, values, limit, seconds, hits)
+
+
+def outcomes(limiter: Limiter, clock: Clock, specs: list[CounterSpec], times: list[float]) -> list[bool]:
+    """True for each request the limiter lets through, sent at the given offsets from 1000 s."""
+    allowed = []
+    for t in times:
+        clock.now = 1000.0 + t
+        allowed.append(limiter.check(specs) is None)
+    return allowed
+
+
+def test_window_opens_at_the_first_hit_not_at_the_clock() -> None:
+    clock, free = Clock(), spec(2, 10)
+    limiter = Limiter(clock)
+    # first hit at 5 s: the window runs to 15 s, so 14.9 is still limited and 15.0 opens a new window
+    assert outcomes(limiter, clock, [free], [5, 6, 7, 14.9, 15.0, 15.1, 15.2]) == [
+        True, True, False, False, True, True, False]
+
+
+def test_limited_requests_consume_nothing() -> None:
+    clock, free = Clock(), spec(2, 10)
+    limiter = Limiter(clock)
+    outcomes(limiter, clock, [free], [0, 1] + [2 + i * 0.1 for i in range(50)])
+    clock.now = 1010.0
+    assert limiter.counters() == []
+    assert outcomes(limiter, clock, [free], [10, 10.5, 11]) == [True, True, False]
+
+
+def test_sequential_traffic_inside_one_window_gets_exactly_the_limit() -> None:
+    clock = Clock()
+    limiter = Limiter(clock)
+    seed = [("premiumuser1", 10, 8), ("freeuser1", 2, 5), ("premiumuser2", 10, 6)]
+    results = [outcomes(limiter, clock, [spec(limit, 120, values=(user,))], [i * 0.01 for i in range(n)])
+               for user, limit, n in seed]
+    assert [(r.count(True), r.count(False)) for r in results] == [(8, 0), (2, 3), (6, 0)]
+
+
+def test_counters_are_per_value() -> None:
+    clock = Clock()
+    limiter = Limiter(clock)
+    assert outcomes(limiter, clock, [spec(1, 60, values=("a",))], [0, 1]) == [True, False]
+    assert outcomes(limiter, clock, [spec(1, 60, values=("b",))], [2]) == [True]
+
+
+def test_every_matching_limit_is_checked_and_a_limited_request_adds_to_none() -> None:
+    clock = Clock()
+    short, long = spec(2, 10, name="burst"), spec(3, 60, name="hourly")
+    limiter = Limiter(clock)
+    assert outcomes(limiter, clock, [short, long], [0, 1, 2]) == [True, True, False]
+    clock.now = 1002.0
+    assert limiter.check([short, long]) == short
+    assert {s.spec.limit_name: s.value for s in limiter.counters()} == {"burst": 2, "hourly": 2}
+    assert outcomes(limiter, clock, [short, long], [10, 11]) == [True, False]  # burst renewed, hourly now full
+    clock.now = 1011.0
+    assert limiter.check([short, long]) == long
+    assert {s.spec.limit_name: s.value for s in limiter.counters()} == {"burst": 1, "hourly": 3}
+
+
+def test_token_limit_checks_with_zero_cost_and_counts_reported_hits() -> None:
+    clock, tokens = Clock(), spec(100, 60, name="tokens", hits=0)
+    limiter = Limiter(clock)
+    assert limiter.check([tokens]) is None
+    assert limiter.counters() == []  # a zero-cost check opens no window
+    limiter.report([tokens], 60)
+    assert limiter.check([tokens]) is None  # 60 < 100
+    limiter.report([tokens], 60)  # the request that crosses the limit was allowed
+    assert limiter.check([tokens]) == tokens  # 120 >= 100: the next one is limited
+    clock.now += 60
+    assert limiter.check([tokens]) is None
+
+
+def test_counters_report_remaining_and_expiry() -> None:
+    clock, free = Clock(), spec(5, 120)
+    limiter = Limiter(clock)
+    outcomes(limiter, clock, [free], [0, 1, 2])
+    clock.now = 1030.0
+    [state] = limiter.counters()
+    assert (state.value, state.remaining, state.expires_in) == (3, 2, 90.0)
+    clock.now = 1120.0
+    assert limiter.counters() == []
