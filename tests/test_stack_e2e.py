@@ -52,10 +52,13 @@ def test_seed_traffic_is_counted_exactly_in_prometheus(schema: str, tmp_path: Pa
         source.wait_for_scrape(after=sent_last)
         authorized = per_user(source, names.authorized)
         limited = per_user(source, names.limited)
+        totals = [source.vector(f"sum({metric})")[0][1] for metric in
+                  (names.authorized, names.limited, "authorized_calls", "limited_calls")]
     assert statuses == {"premiumuser1": [200] * 8, "freeuser1": [200] * 2 + [429] * 3, "premiumuser2": [200] * 6}
     assert rejected == [401, 401, 403]
     assert {u: s["value"] for u, s in authorized.items()} == {"premiumuser1": 8, "freeuser1": 2, "premiumuser2": 6}
     assert {u: s["value"] for u, s in limited.items()} == {"freeuser1": 3}
+    assert totals == [16, 3, 16, 3]  # the 401s and the 403 moved no counter, per user or per namespace
     series = authorized["freeuser1"]
     assert (series["limitador_namespace"], series["job"]) == ("llm/vllm-httproute", "limitador")
     if schema == "fork":
