@@ -1,0 +1,123 @@
+"""The Ledger: what the client saw, per identity, merged exactly across Locust workers."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .plan import Plan
+
+TRANSPORT_ERROR = 0  # the status recorded when no HTTP answer arrived (timeout, refused, reset)
+COUNTS = ("sent", "authorized", "limited", "rejected", "errors", "prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def classify(status: int) -> tuple[str, ...]:
+    """The ledger columns one answer adds to, besides `sent`.
+
+    Anything but 401/403 (Authorino), 429 (Limitador) or no answer passed the limiter: it is authorized, and a
+    5xx is also an error (Limitador counted it as authorized before the model failed).
+    """
+    if status == TRANSPORT_ERROR:
+        return ("errors",)
+    if status in (401, 403):
+        return ("rejected",)
+    if status == 429:
+        return ("limited",)
+    return ("authorized", "errors") if status >= 500 else ("authorized",)
+
+
+@dataclass
+class Account:
+    """One identity's requests as the client saw them."""
+
+    user: str
+    tier: str
+    sent: int = 0
+    authorized: int = 0
+    limited: int = 0
+    rejected: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    first: float | None = None
+    last: float | None = None
+    timeline: list[list[float]] = field(default_factory=list)  # [send time (epoch s), status] per request
+
+    def merge(self, other: "Account") -> None:
+        for name in COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        firsts = [t for t in (self.first, other.first) if t is not None]
+        lasts = [t for t in (self.last, other.last) if t is not None]
+        self.first, self.last = (min(firsts), max(lasts)) if firsts else (None, None)
+        self.timeline.extend(other.timeline)
+
+
+class Ledger:
+    """Accounts by user. `record` never yields, so it is exact under gevent."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, Account] = {}
+
+    def record(self, user: str, tier: str, sent_at: float, status: int,
+               usage: tuple[int, int, int] | None = None) -> None:
+        account = self.accounts.get(user)
+        if account is None:
+            account = self.accounts[user] = Account(user, tier)
+        account.sent += 1
+        for column in classify(status):
+            setattr(account, column, getattr(account, column) + 1)
+        if usage is not None:
+            account.prompt_tokens += usage[0]
+            account.completion_tokens += usage[1]
+            account.total_tokens += usage[2]
+        if account.first is None or sent_at < account.first:
+            account.first = sent_at
+        if account.last is None or sent_at > account.last:
+            account.last = sent_at
+        account.timeline.append([sent_at, status])
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Everything recorded since the last drain, as JSON-able data; the ledger starts empty again."""
+        data = self.to_list()
+        self.accounts = {}
+        return data
+
+    def merge(self, data: list[dict[str, Any]]) -> None:
+        """Add a drained delta (from a worker) into this ledger."""
+        for item in data:
+            other = Account(**item)
+            mine = self.accounts.get(other.user)
+            if mine is None:
+                self.accounts[other.user] = other
+            else:
+                mine.merge(other)
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [asdict(a) for a in sorted(self.accounts.values(), key=lambda a: a.user)]
+
+    @classmethod
+    def from_list(cls, data: list[dict[str, Any]]) -> "Ledger":
+        ledger = cls()
+        ledger.merge(data)
+        for account in ledger.accounts.values():
+            account.timeline.sort()
+        return ledger
+
+    def table(self, plan: Plan) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Rows per user and per tier: the COUNTS plus cost from the Plan's prices."""
+        users = []
+        for account in sorted(self.accounts.values(), key=lambda a: (a.tier, a.user)):
+            price = plan.tiers[account.tier].price if account.tier in plan.tiers else None
+            cost = price.cost(account.authorized, account.total_tokens) if price else 0.0
+            users.append({"user": account.user, "tier": account.tier,
+                          **{name: getattr(account, name) for name in COUNTS}, "cost": round(cost, 6)})
+        tiers: dict[str, dict[str, Any]] = {}
+        for row in users:
+            total = tiers.setdefault(row["tier"], {"tier": row["tier"], "users": 0, **{n: 0 for n in COUNTS},
+                                                   "cost": 0.0})
+            total["users"] += 1
+            for name in COUNTS + ("cost",):
+                total[name] += row[name]
+        for total in tiers.values():
+            total["cost"] = round(total["cost"], 6)
+        return users, list(tiers.values())

@@ -1,0 +1,87 @@
+"""RunRecord: one folder per run (`runs/<run-id>/`), each file written atomically, readable while a run goes on."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .ledger import Ledger
+
+RECORD_FILE = "record.json"
+LEDGER_FILE = "ledger.json"
+RUNNING, COMPLETE, INCOMPLETE = "running", "complete", "incomplete"
+
+
+class RecordError(ValueError):
+    """A run record that is missing or unreadable; one line naming the file."""
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file beside `path`, then rename it over `path`."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def new_run_id(scenario: str, now: float | None = None) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
+    return f"{stamp}-{scenario}-{secrets.token_hex(2)}"
+
+
+@dataclass
+class RunRecord:
+    """What a run was and what the client saw; `meta` is record.json, `ledger` ledger.json."""
+
+    path: Path
+    meta: dict[str, Any]
+    ledger: Ledger
+
+    @property
+    def state(self) -> str:
+        return self.meta["state"]
+
+    @classmethod
+    def start(cls, runs_dir: Path, meta: dict[str, Any]) -> "RunRecord":
+        """Create `runs_dir/<run-id>/` marked running (so a killed run stays marked), and point `latest` at it."""
+        run_id = new_run_id(meta["scenario"])
+        path = Path(runs_dir) / run_id
+        path.mkdir(parents=True)
+        record = cls(path, {**meta, "run_id": run_id, "state": RUNNING, "reason": "the run has not ended",
+                            "started": time.time(), "ended": None}, Ledger())
+        record.save()
+        link = Path(runs_dir) / "latest"
+        tmp = link.with_name(f".latest.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(run_id)
+        os.replace(tmp, link)
+        return record
+
+    def finish(self, ledger: Ledger, complete: bool, reason: str = "") -> None:
+        """Write the ledger, then record.json (the commit point) as complete or incomplete with the reason."""
+        self.ledger = ledger
+        self.meta.update(state=COMPLETE if complete else INCOMPLETE, reason=reason, ended=time.time())
+        self.save()
+
+    def save(self) -> None:
+        write_json_atomic(self.path / LEDGER_FILE, self.ledger.to_list())
+        write_json_atomic(self.path / RECORD_FILE, self.meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunRecord":
+        path = Path(path)
+        meta = _read_json(path / RECORD_FILE)
+        ledger = Ledger.from_list(_read_json(path / LEDGER_FILE))
+        return cls(path, meta, ledger)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RecordError(f"{path}: no such file (not a run record folder?)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path}: not valid JSON: {exc}") from None

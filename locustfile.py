@@ -1,0 +1,75 @@
+"""Locust entry: a user class per tier of the Plan, the scenario shape, the ledger and the web UI tab.
+
+    locust -f locustfile.py -H http://gateway                       # web UI: pick a scenario, press start
+    locust -f locustfile.py --headless -H URL --scenario seed-demo  # CI: writes runs/<run-id>/
+
+The Plan is read from `--policy PATH` (repeatable), else $CHARGEBACK_POLICY (paths joined by os.pathsep), else
+deploy/kuadrant. It is read when Locust imports this file, because the user classes come from it.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from locust import LoadTestShape, events
+from locust.argument_parser import LocustArgumentParser
+from locust.env import Environment
+
+from chargeback.plan import DEFAULT_POLICY, load_plan
+from scenarios import SCENARIOS, scenario_named
+from users import webui
+from users.run import Run
+from users.tiers import tier_user_classes
+
+
+def policy_paths(argv: list[str]) -> list[str]:
+    """`--policy X` / `--policy=X` from the command line, else $CHARGEBACK_POLICY, else the default manifests."""
+    paths = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--policy"]
+    paths += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--policy=")]
+    if paths:
+        return paths
+    env = os.environ.get("CHARGEBACK_POLICY")
+    return env.split(os.pathsep) if env else [DEFAULT_POLICY]
+
+
+PLAN = load_plan(policy_paths(sys.argv))
+RUN = Run(PLAN)
+USER_CLASSES = tier_user_classes(PLAN, RUN)
+globals().update({cls.__name__: cls for cls in USER_CLASSES})
+_BY_TIER = {cls.tier: cls for cls in USER_CLASSES}
+
+
+@events.init_command_line_parser.add_listener
+def add_options(parser: LocustArgumentParser) -> None:
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="seed-demo",
+                       help="what traffic to send: " + "; ".join(f"{s.name}: {s.description}" for s in SCENARIOS.values()))
+    parser.add_argument("--policy", action="append", include_in_web_ui=False,
+                       help="Kuadrant manifest file or folder (repeatable; default deploy/kuadrant)")
+    parser.add_argument("--runs-dir", default="runs", include_in_web_ui=False, help="where run records go (default runs)")
+    parser.add_argument("--prometheus-url", default="", help="Prometheus the checks will read (stored in the run record)")
+
+
+@events.init.add_listener
+def on_init(environment: Environment, **_: Any) -> None:
+    for warning in PLAN.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    RUN.attach(environment)
+    webui.install(environment, RUN)
+
+
+class ScenarioShape(LoadTestShape):
+    """Runs the chosen scenario: one simulated user per slot, all at once; stops when the scenario is done."""
+
+    def tick(self) -> tuple[int, float, list] | None:
+        if RUN.active and RUN.finished():
+            return None
+        options = self.runner.environment.parsed_options if self.runner else None
+        slots = scenario_named(options.scenario if options else "seed-demo").slots(PLAN)
+        counts: dict[str, int] = {}
+        for slot in slots:
+            counts[slot.user_class] = counts.get(slot.user_class, 0) + 1
+        classes = [_BY_TIER[tier] for tier in counts]
+        for cls in classes:
+            cls.fixed_count = counts[cls.tier]
+        return len(slots), max(len(slots), 1), classes

@@ -1,0 +1,109 @@
+"""The tier user: a FastHttpUser bound to one scenario slot (an identity), accounting every answer in the ledger."""
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, ClassVar
+
+import gevent
+import orjson
+from locust import FastHttpUser, constant, task
+from locust.exception import StopUser
+
+from scenarios import Stream
+
+from .run import Run
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def request_body(stream: Stream) -> bytes:
+    """The OpenAI request a stream sends."""
+    body: dict[str, Any] = {"model": stream.model, "max_tokens": stream.max_tokens}
+    if stream.endpoint == "chat":
+        body["messages"] = [{"role": "user", "content": stream.prompt}]
+    else:
+        body["prompt"] = stream.prompt
+    if stream.stream:
+        body.update(stream=True, stream_options={"include_usage": True})
+    return orjson.dumps(body)
+
+
+def usage_of(content: bytes | None, streamed: bool) -> tuple[int, int, int] | None:
+    """(prompt, completion, total) tokens from a response body, or from the last SSE frame that carries usage."""
+    if not content:
+        return None
+    try:
+        if streamed:
+            frames = [line[6:] for line in content.splitlines() if line.startswith(b"data: {")]
+            usage = next((u for u in (orjson.loads(f).get("usage") for f in reversed(frames)) if u), None)
+        else:
+            usage = orjson.loads(content).get("usage")
+        return (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) if usage else None
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+        return None
+
+
+def verdict(status: int, expect_rejection: bool) -> str | None:
+    """Why Locust should count this answer as a failure; None for a success (a 429 is an expected success)."""
+    if expect_rejection:
+        return None if status in (401, 403) else f"expected 401/403 from auth, got {status or 'no answer'}"
+    if 200 <= status < 300 or status == 429:
+        return None
+    if status in (401, 403):
+        return f"rejected by auth: {status}"
+    return f"HTTP {status}" if status else "no answer (timeout or connection error)"
+
+
+class TierUser(FastHttpUser):
+    """A simulated user of one tier; subclasses per tier are made from the Plan (users/tiers.py)."""
+
+    abstract = True
+    tier: ClassVar[str] = ""
+    run_state: ClassVar[Run]
+    wait_time = constant(0)
+    network_timeout = 30.0
+    connection_timeout = 10.0
+
+    def on_start(self) -> None:
+        slot = self.run_state.claim(self.tier)
+        if slot is None:
+            raise StopUser()
+        stream = slot.stream
+        self.slot = slot
+        self.path = "/v1/chat/completions" if stream.endpoint == "chat" else "/v1/completions"
+        self.body = request_body(stream)
+        self.headers = {**JSON_HEADERS, **self.run_state.credentials(slot)}
+        self.expect_rejection = stream.credential != "valid"
+        self.request_name = f"{slot.user_class} {self.path}"
+        self.sent = 0
+        self.last_start = 0.0
+        self.rng = random.Random(slot.index)
+
+    def _delay(self) -> float:
+        stream = self.slot.stream
+        if stream.requests and self.sent and self.sent % stream.requests == 0:
+            return stream.round_gap
+        return stream.pattern.delay(self.sent, time.time() - self.last_start, self.rng)
+
+    @task
+    def send(self) -> None:
+        stream = self.slot.stream
+        if stream.budget is not None and self.sent >= stream.budget:
+            self.run_state.slot_done(self.slot)
+            raise StopUser()
+        delay = self._delay()
+        if delay > 0:
+            gevent.sleep(delay)
+        self.last_start = time.time()
+        with self.client.post(self.path, data=self.body, headers=self.headers, catch_response=True,
+                              name=self.request_name) as response:
+            status = response.status_code or 0
+            usage = usage_of(response.content, stream.stream) if 200 <= status < 300 else None
+            self.run_state.ledger.record(self.slot.account, self.slot.user_class, self.last_start, status, usage)
+            problem = verdict(status, self.expect_rejection)
+            if problem:
+                response.failure(problem)
+            else:
+                response.success()
+        self.sent += 1

@@ -1,0 +1,26 @@
+"""One Locust user class per tier of the Plan (PremiumUser, FreeUser, ...), plus one for invalid keys."""
+from __future__ import annotations
+
+import re
+
+from chargeback.plan import Plan
+from scenarios import INVALID_CLASS
+
+from .base import TierUser
+from .run import Run
+
+
+def class_name(tier: str) -> str:
+    """`premium` -> `PremiumUser`, `gold-plus` -> `GoldPlusUser`, the invalid-key class -> `InvalidKeyUser`."""
+    words = re.findall(r"[A-Za-z0-9]+", tier)
+    return "".join(w[:1].upper() + w[1:] for w in words) + "User"
+
+
+def tier_user_classes(plan: Plan, run: Run) -> list[type[TierUser]]:
+    """A class per tier that has identities Authorino knows, and one for requests without a valid key."""
+    tiers = [t.name for t in plan.tiers.values() if any(plan.identity(u).known for u in t.users)]
+    return [
+        type(class_name(tier), (TierUser,), {"tier": tier, "run_state": run, "__module__": __name__,
+                                              "__doc__": f"A simulated user of the {tier} tier."})
+        for tier in tiers + [INVALID_CLASS]
+    ]
