@@ -1,0 +1,62 @@
+"""The Ledger: classification of answers, exact merging of worker deltas, the per-user and per-tier table."""
+from __future__ import annotations
+
+import random
+
+from chargeback.ledger import TRANSPORT_ERROR, Ledger, classify
+from chargeback.plan import load_plan
+from test_plan import DEPLOY
+
+
+def test_classification_follows_where_the_request_stopped() -> None:
+    assert [classify(s) for s in (200, 404, 429, 401, 403, 500, 503, TRANSPORT_ERROR)] == [
+        ("authorized",), ("authorized",), ("limited",), ("rejected",), ("rejected",),
+        ("authorized", "errors"), ("authorized", "errors"), ("errors",)]
+
+
+def test_record_counts_tokens_times_and_timeline() -> None:
+    ledger = Ledger()
+    ledger.record("freeuser1", "free", 10.5, 200, (2, 10, 12))
+    ledger.record("freeuser1", "free", 10.0, 429)
+    ledger.record("freeuser1", "free", 11.0, TRANSPORT_ERROR)
+    [row] = ledger.to_list()
+    assert {k: row[k] for k in ("sent", "authorized", "limited", "rejected", "errors", "prompt_tokens",
+                                "completion_tokens", "total_tokens", "first", "last")} == {
+        "sent": 3, "authorized": 1, "limited": 1, "rejected": 0, "errors": 1, "prompt_tokens": 2,
+        "completion_tokens": 10, "total_tokens": 12, "first": 10.0, "last": 11.0}
+    assert row["timeline"] == [[10.5, 200], [10.0, 429], [11.0, 0]]
+
+
+def test_drained_deltas_merge_to_the_same_totals_as_one_ledger() -> None:
+    rng = random.Random(7)
+    events = [(rng.choice(["a", "b", "c"]), rng.random() * 100, rng.choice([200, 429, 401, 500, 0]))
+              for _ in range(2000)]
+    whole = Ledger()
+    workers = [Ledger(), Ledger()]
+    master = Ledger()
+    for n, (user, t, status) in enumerate(events):
+        usage = (1, 2, 3) if status == 200 else None
+        whole.record(user, "free", t, status, usage)
+        workers[n % 2].record(user, "free", t, status, usage)
+        if n % 97 == 0:  # periodic reports
+            master.merge(workers[n % 2].drain())
+    for worker in workers:
+        master.merge(worker.drain())
+    assert workers[0].accounts == {} and workers[1].accounts == {}
+    merged = Ledger.from_list(master.to_list())
+    single = Ledger.from_list(whole.to_list())
+    assert merged.to_list() == single.to_list()
+
+
+def test_table_prices_authorized_calls_and_tokens_per_tier() -> None:
+    plan = load_plan([DEPLOY])
+    ledger = Ledger()
+    for _ in range(3):
+        ledger.record("premiumuser1", "premium", 1.0, 200, (2, 20, 22))
+    ledger.record("premiumuser2", "premium", 1.0, 429)
+    ledger.record("freeuser1", "free", 1.0, 200, (1, 1, 2))
+    users, tiers = ledger.table(plan)
+    assert [(r["user"], r["authorized"], r["limited"], r["cost"]) for r in users] == [
+        ("freeuser1", 1, 0, 0.001001), ("premiumuser1", 3, 0, 0.006066), ("premiumuser2", 0, 1, 0.0)]
+    assert [(t["tier"], t["users"], t["sent"], t["total_tokens"], t["cost"]) for t in tiers] == [
+        ("free", 1, 1, 2, 0.001001), ("premium", 2, 4, 66, 0.006066)]

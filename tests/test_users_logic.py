@@ -1,0 +1,44 @@
+"""Pure pieces of the Locust users: request bodies, usage parsing, verdicts, class names, --policy lookup."""
+from __future__ import annotations
+
+import json
+
+from locustfile import policy_paths
+from scenarios import INVALID_CLASS, Stream
+from users.base import request_body, usage_of, verdict
+from users.tiers import class_name
+
+
+def test_request_bodies() -> None:
+    assert json.loads(request_body(Stream(prompt="Free request", max_tokens=10))) == {
+        "model": "Qwen/Qwen3-0.6B", "prompt": "Free request", "max_tokens": 10}
+    assert json.loads(request_body(Stream(endpoint="chat", stream=True, prompt="hi", max_tokens=3))) == {
+        "model": "Qwen/Qwen3-0.6B", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3,
+        "stream": True, "stream_options": {"include_usage": True}}
+
+
+def test_usage_from_json_and_from_the_last_sse_frame() -> None:
+    assert usage_of(b'{"usage": {"prompt_tokens": 2, "completion_tokens": 20, "total_tokens": 22}}', False) == (2, 20, 22)
+    sse = (b'data: {"choices": [{"text": "a "}]}\n\n'
+           b'data: {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}}\n\n'
+           b"data: [DONE]\n\n")
+    assert usage_of(sse, True) == (1, 3, 4)
+    assert usage_of(b'data: {"choices": []}\n\ndata: [DONE]\n\n', True) is None
+    assert usage_of(b"<html>", False) is None and usage_of(None, False) is None
+
+
+def test_verdicts() -> None:
+    assert [verdict(s, False) for s in (200, 429, 401, 500, 0)] == [
+        None, None, "rejected by auth: 401", "HTTP 500", "no answer (timeout or connection error)"]
+    assert [verdict(s, True) for s in (401, 403, 200)] == [None, None, "expected 401/403 from auth, got 200"]
+
+
+def test_class_names() -> None:
+    assert [class_name(t) for t in ("premium", "gold-plus", INVALID_CLASS)] == ["PremiumUser", "GoldPlusUser", "InvalidKeyUser"]
+
+
+def test_policy_paths(monkeypatch) -> None:
+    monkeypatch.delenv("CHARGEBACK_POLICY", raising=False)
+    assert policy_paths(["locust", "--policy", "a.yaml", "--policy=b"]) == ["a.yaml", "b"]
+    monkeypatch.setenv("CHARGEBACK_POLICY", "x:y")
+    assert policy_paths(["locust"]) == ["x", "y"]
