@@ -16,24 +16,15 @@ from locust import LoadTestShape, events
 from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
 
-from chargeback.plan import DEFAULT_POLICY, load_plan
+from chargeback.plan import load_plan, policy_paths
+from checks.runner import run_checks
 from scenarios import SCENARIOS, scenario_named
 from users import webui
 from users.run import Run
 from users.tiers import tier_user_classes
 
 
-def policy_paths(argv: list[str]) -> list[str]:
-    """`--policy X` / `--policy=X` from the command line, else $CHARGEBACK_POLICY, else the default manifests."""
-    paths = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--policy"]
-    paths += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--policy=")]
-    if paths:
-        return paths
-    env = os.environ.get("CHARGEBACK_POLICY")
-    return env.split(os.pathsep) if env else [DEFAULT_POLICY]
-
-
-PLAN = load_plan(policy_paths(sys.argv))
+PLAN = load_plan(policy_paths(sys.argv, os.environ))
 RUN = Run(PLAN)
 USER_CLASSES = tier_user_classes(PLAN, RUN)
 globals().update({cls.__name__: cls for cls in USER_CLASSES})
@@ -47,7 +38,12 @@ def add_options(parser: LocustArgumentParser) -> None:
     parser.add_argument("--policy", action="append", include_in_web_ui=False,
                        help="Kuadrant manifest file or folder (repeatable; default deploy/kuadrant)")
     parser.add_argument("--runs-dir", default="runs", include_in_web_ui=False, help="where run records go (default runs)")
-    parser.add_argument("--prometheus-url", default="", help="Prometheus the checks will read (stored in the run record)")
+    parser.add_argument("--prometheus-url", default="",
+                        help="Prometheus scraping the gateway: its counters are snapshotted before and after the run")
+    parser.add_argument("--metrics-url", default="", include_in_web_ui=False,
+                        help="a Limitador-style /metrics URL to snapshot instead, when there is no Prometheus")
+    parser.add_argument("--check", action="store_true", default=False, include_in_web_ui=False,
+                        help="headless: run the checks (pytest checks/) on the run record at the end; exit with them")
 
 
 @events.init.add_listener
@@ -56,6 +52,17 @@ def on_init(environment: Environment, **_: Any) -> None:
         print(f"warning: {warning}", file=sys.stderr)
     RUN.attach(environment)
     webui.install(environment, RUN)
+
+
+@events.quitting.add_listener
+def on_quitting(environment: Environment, **_: Any) -> None:
+    """With --check: verify the record just written; the process exits with the checks' code."""
+    options = environment.parsed_options
+    if options is None or not options.check or RUN.record is None or RUN.is_worker:
+        return
+    code = run_checks(RUN.record.path)
+    if code:
+        environment.process_exit_code = code
 
 
 class ScenarioShape(LoadTestShape):

@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--namespace", help="limitador_namespace label (default llm/vllm-httproute)")
     up.add_argument("--ttft", type=float, default=0.0, help="model time to first token, seconds")
     up.add_argument("--per-token", type=float, default=0.0, help="model time per completion token, seconds")
+    up.add_argument("--fault", action="append", default=[], metavar="KIND[:ARG]",
+                    help="make the gateway miscount, to see the checks fail: over-limit[:USER], "
+                         "drop-authorized[:USER], double-count[:USER], no-group, reset-after:N")
     demo = commands.add_parser("demo", help="the seed's traffic on the local stand-in, verified in Prometheus")
     demo.add_argument("--policy", action="append", metavar="PATH",
                       help="Kuadrant manifest file or folder (repeatable; default deploy/kuadrant)")
@@ -45,7 +48,7 @@ def _stack_up(args: argparse.Namespace) -> int:
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     stack = LocalStack(policies, args.schema, args.gateway_port, args.prometheus_port, args.namespace,
-                       args.ttft, args.per_token)
+                       args.ttft, args.per_token, faults=args.fault)
     stopping = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:

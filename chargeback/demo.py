@@ -1,67 +1,62 @@
-"""`python -m chargeback demo`: the seed's traffic against the local stand-in, read back from Prometheus.
+"""`python -m chargeback demo`: from nothing to a verdict in one command, on the local stand-in.
 
-The seed sends 8 requests as premiumuser1, 5 as freeuser1 and 6 as premiumuser2, one after another, inside one
-window; Limitador must then report authorized 8 / 2 / 6 and limited 0 / 3 / 0.
+Starts the gateway and Prometheus, runs the `seed-demo` scenario with Locust (headless, counters snapshotted
+before and after), runs the checks, prints the chargeback table, stops everything; exit 0 only if every check
+passed.
 """
 from __future__ import annotations
 
-import time
+import subprocess
+import sys
+from pathlib import Path
 
-import requests
+from .plan import load_plan
+from .verify import Verification, format_table, gather
 
-from .plan import Plan, load_plan
-from .prometheus import PrometheusSource
-from .schema import SCHEMAS
-
-SEED_TRAFFIC = (("premiumuser1", 8), ("freeuser1", 5), ("premiumuser2", 6))
-SEED_EXPECTED = {"premiumuser1": (8, 0), "freeuser1": (2, 3), "premiumuser2": (6, 0)}
-SEED_BODY = {"model": "Qwen/Qwen3-0.6B", "prompt": "Seed request", "max_tokens": 20}
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def replay_seed(gateway_url: str, plan: Plan) -> dict[str, list[int]]:
-    """Send the seed's requests in order; the HTTP status of each, per user."""
-    assert plan.auth is not None
-    statuses: dict[str, list[int]] = {}
-    with requests.Session() as session:
-        for user, count in SEED_TRAFFIC:
-            headers = {"Authorization": plan.auth.header_value(plan.identity(user).key)}
-            statuses[user] = [session.post(f"{gateway_url}/v1/completions", json=SEED_BODY, headers=headers,
-                                           timeout=10).status_code for _ in range(count)]
-    return statuses
+def chargeback_rows(v: Verification, prices_from: list[str]) -> tuple[list[dict], list[dict]]:
+    """Per user and per tier: calls and limited as the server counted them, tokens as the client saw, cost."""
+    plan = load_plan(prices_from)
+    users, tiers = [], {}
+    for check in v.users.values():
+        tier = check.tier or check.client.tier
+        price = plan.tiers[tier].price if tier in plan.tiers else None
+        cost = price.cost(check.server_authorized, check.client.total_tokens) if price else 0.0
+        users.append({"user": check.user, "tier": tier, "calls": check.server_authorized,
+                      "limited": check.server_limited, "tokens": check.client.total_tokens, "cost": cost})
+        total = tiers.setdefault(tier, {"tier": tier, "users": 0, "calls": 0, "limited": 0, "tokens": 0, "cost": 0.0})
+        total["users"] += 1
+        for key in ("calls", "limited", "tokens", "cost"):
+            total[key] += users[-1][key]
+    for row in users + list(tiers.values()):
+        row["cost"] = f"{row['cost']:.4f}"
+    return users, list(tiers.values())
 
 
-def read_counts(source: PrometheusSource, schema: str) -> dict[str, tuple[int, int]]:
-    """user -> (authorized, limited) from raw counters; an absent series counts 0."""
-    names = SCHEMAS[schema]
-    counts: dict[str, list[int]] = {}
-    for position, metric in enumerate((names.authorized, names.limited)):
-        for labels, value in source.vector(f'sum by (user) ({metric}{{job="limitador", user!=""}})'):
-            counts.setdefault(labels["user"], [0, 0])[position] = int(value)
-    return {user: (a, l) for user, (a, l) in counts.items()}
-
-
-def run_demo(policies: list[str], schema: str = "seed") -> int:
-    """Start the stand-in, replay the seed, print the table; 0 only if every count is exact."""
+def run_demo(policies: list[str], schema: str = "seed", runs_dir: str = "runs") -> int:
+    """Stand-in up, seed-demo through Locust with --check, chargeback table; Locust's exit code (the checks')."""
     from sim.stack import LocalStack  # only the local-stack commands start the sim
 
     plan = load_plan(policies)
     print("starting the local stand-in (gateway + model simulator + Prometheus) ...", flush=True)
     with LocalStack(policies, schema=schema) as stack:
-        print(f"gateway {stack.gateway_url}, prometheus {stack.prometheus_url}; sending the seed's traffic ...",
+        print(f"gateway {stack.gateway_url}, prometheus {stack.prometheus_url}; running seed-demo with Locust ...",
               flush=True)
-        replay_seed(stack.gateway_url, plan)
-        source = PrometheusSource(stack.prometheus_url)
-        source.wait_for_scrape(after=time.time())
-        counts = read_counts(source, schema)
-    groups = plan.user_groups()
-    print(f"\n{'user':<14} {'group':<10} {'authorized':>10} {'limited':>8} {'expected':>9} {'cost ' + plan.currency:>10}")
-    failures = 0
-    for user, expected in SEED_EXPECTED.items():
-        got = counts.get(user, (0, 0))
-        cost = plan.tiers[groups[user]].price.cost(got[0])
-        mark = "ok" if got == expected else "MISMATCH"
-        failures += got != expected
-        print(f"{user:<14} {groups[user]:<10} {got[0]:>10} {got[1]:>8} {'%d / %d' % expected:>9} {cost:>10.4f}  {mark}")
-    print(f"\n{'PASS' if not failures else 'FAIL'}: {len(SEED_EXPECTED) - failures} of {len(SEED_EXPECTED)} users "
-          "counted exactly by the gateway's metrics in Prometheus")
-    return 0 if not failures else 1
+        command = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfile.py"), "--headless", "--only-summary",
+                   "--loglevel", "WARNING", "-H", stack.gateway_url, "--scenario", "seed-demo", "--runs-dir", runs_dir,
+                   "--prometheus-url", stack.prometheus_url, "--check"]
+        command += [arg for policy in policies for arg in ("--policy", policy)]
+        locust = subprocess.run(command, stderr=subprocess.PIPE, text=True)  # the checks' output passes through
+        if locust.returncode and "Traceback" in locust.stderr or not (Path(runs_dir) / "latest").exists():
+            print(locust.stderr[-3000:], file=sys.stderr)
+        code = locust.returncode
+        run = Path(runs_dir) / "latest"
+        v = gather(run, schema=schema)
+    users, tiers = chargeback_rows(v, policies)
+    print(f"\nchargeback for {run.resolve().name} ({plan.currency}; calls and limited as the gateway counted them)\n")
+    print(format_table(users) + "\n\n" + format_table(tiers))
+    verdict = "PASS: every check passed" if code == 0 else f"FAIL: the checks failed (exit {code})"
+    print(f"\n{verdict}; run record {run.resolve()}")
+    return code

@@ -41,7 +41,7 @@ class Account:
     total_tokens: int = 0
     first: float | None = None
     last: float | None = None
-    timeline: list[list[float]] = field(default_factory=list)  # [send time (epoch s), status] per request
+    timeline: list[list[float]] = field(default_factory=list)  # [sent, answered (epoch s), status] per request
 
     def merge(self, other: "Account") -> None:
         for name in COUNTS:
@@ -58,7 +58,7 @@ class Ledger:
     def __init__(self) -> None:
         self.accounts: dict[str, Account] = {}
 
-    def record(self, user: str, tier: str, sent_at: float, status: int,
+    def record(self, user: str, tier: str, sent_at: float, done_at: float, status: int,
                usage: tuple[int, int, int] | None = None) -> None:
         account = self.accounts.get(user)
         if account is None:
@@ -74,7 +74,7 @@ class Ledger:
             account.first = sent_at
         if account.last is None or sent_at > account.last:
             account.last = sent_at
-        account.timeline.append([sent_at, status])
+        account.timeline.append([sent_at, done_at, status])
 
     def drain(self) -> list[dict[str, Any]]:
         """Everything recorded since the last drain, as JSON-able data; the ledger starts empty again."""
@@ -102,6 +102,10 @@ class Ledger:
         for account in ledger.accounts.values():
             account.timeline.sort()
         return ledger
+
+    def last_answer(self) -> float | None:
+        """When the run's last answer arrived (epoch s)."""
+        return max((t[1] for a in self.accounts.values() for t in a.timeline), default=None)
 
     def table(self, plan: Plan) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Rows per user and per tier: the COUNTS plus cost from the Plan's prices."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Mapping, Protocol
 
 from .expressions import CelExpression, ExpressionError, RegoRule, resolve_selector
 from .manifests import Document, ManifestError, load_documents
@@ -185,7 +186,7 @@ class Plan:
             "currency": self.currency,
             "identities": [
                 {"user": i.user, "key": i.masked_key, "groups": list(i.groups), "tier": i.tier,
-                 "known": i.known, "allowed": i.allowed}
+                 "known": i.known, "allowed": i.allowed, "limits": [l.name for l in self.limits_for(i)]}
                 for i in self.identities
             ],
             "limits": [
@@ -208,6 +209,16 @@ def _applies(limit: Limit, identity: Identity) -> bool:
         return limit.applies(identity.auth)
     except ExpressionError:
         return False
+
+
+def policy_paths(argv: list[str], environ: Mapping[str, str]) -> list[str]:
+    """`--policy X` / `--policy=X` from the command line, else $CHARGEBACK_POLICY, else the default manifests."""
+    paths = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--policy"]
+    paths += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--policy=")]
+    if paths:
+        return paths
+    env = environ.get("CHARGEBACK_POLICY")
+    return env.split(os.pathsep) if env else [DEFAULT_POLICY]
 
 
 def load_plan(paths: Iterable[str | Path]) -> Plan:

@@ -9,6 +9,11 @@ import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
+from .counters import Series, Snapshot, counter_identity
+from .schema import CANDIDATE_METRICS
+
+PER_USER_SERIES = '{__name__=~"%s", user!=""}' % "|".join(CANDIDATE_METRICS)
+
 
 class MetricsSourceError(RuntimeError):
     """A metrics source that cannot be reached or answered badly; one line naming the URL."""
@@ -67,3 +72,38 @@ class PrometheusSource:
         params = {"time": f"{at:.3f}"} if at is not None else None
         result = self._call(f"query {query!r}", self._client.custom_query, query, params=params)
         return [(series["metric"], float(series["value"][1])) for series in result]
+
+    def snapshot(self, at: float | None = None) -> Snapshot:
+        """Every per-user chargeback series, raw, at `at` (epoch s; history) or now."""
+        series: dict[str, Series] = {}
+        for labels, value in self.vector(PER_USER_SERIES, at):
+            series.setdefault(labels["__name__"], []).append((labels, value))
+        return Snapshot(self.url, "", at if at is not None else time.time(), series)
+
+    def matrix(self, query: str, at: float) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        """A range-vector selector evaluated at `at`: the raw samples (time, value) of each series."""
+        result = self._call(f"query {query!r}", self._client.custom_query, query, params={"time": f"{at:.3f}"})
+        return [(series["metric"], [(float(t), float(v)) for t, v in series["values"]]) for series in result]
+
+    def resets(self, start: float, end: float) -> dict[str, int]:
+        """user -> how many of its counters were reset between `start` and `end` (epoch s): a fall `resets()`
+        sees, or a series missing from successful scrapes after its first sample (a restarted Limitador drops
+        every series until its next increment; `resets()` misses that when the value comes back as high)."""
+        window = f"{max(1, int(end - start + 0.999))}s"
+        scrapes: dict[tuple, set[float]] = {}
+        for labels, samples in self.matrix(f"up[{window}]", end):
+            scrapes[(labels.get("job"), labels.get("instance"))] = {t for t, up in samples if up == 1}
+        reset: dict[tuple, str] = {}  # counter -> its user
+        for name in CANDIDATE_METRICS:  # one name a query: resets() drops it
+            for labels, value in self.vector(f'resets({name}{{user!=""}}[{window}])', at=end):
+                if value > 0:
+                    reset[(name, counter_identity(labels))] = labels["user"]
+            for labels, samples in self.matrix(f'{name}{{user!=""}}[{window}]', end):
+                seen = {t for t, _ in samples}
+                target = scrapes.get((labels.get("job"), labels.get("instance")), set())
+                if any(t not in seen for t in target if t >= min(seen)):
+                    reset[(name, counter_identity(labels))] = labels["user"]
+        found: dict[str, int] = {}
+        for user in reset.values():
+            found[user] = found.get(user, 0) + 1
+        return found

@@ -5,14 +5,16 @@ import json
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .counters import Snapshot
 from .ledger import Ledger
 
 RECORD_FILE = "record.json"
 LEDGER_FILE = "ledger.json"
+SNAPSHOTS_FILE = "snapshots.json"
 RUNNING, COMPLETE, INCOMPLETE = "running", "complete", "incomplete"
 
 
@@ -39,6 +41,7 @@ class RunRecord:
     path: Path
     meta: dict[str, Any]
     ledger: Ledger
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)  # "before" / "after" the traffic
 
     @property
     def state(self) -> str:
@@ -68,6 +71,8 @@ class RunRecord:
 
     def save(self) -> None:
         write_json_atomic(self.path / LEDGER_FILE, self.ledger.to_list())
+        if self.snapshots:
+            write_json_atomic(self.path / SNAPSHOTS_FILE, {k: s.to_dict() for k, s in self.snapshots.items()})
         write_json_atomic(self.path / RECORD_FILE, self.meta)
 
     @classmethod
@@ -75,7 +80,8 @@ class RunRecord:
         path = Path(path)
         meta = _read_json(path / RECORD_FILE)
         ledger = Ledger.from_list(_read_json(path / LEDGER_FILE))
-        return cls(path, meta, ledger)
+        snapshots = _read_json(path / SNAPSHOTS_FILE) if (path / SNAPSHOTS_FILE).exists() else {}
+        return cls(path, meta, ledger, {k: Snapshot.from_dict(v) for k, v in snapshots.items()})
 
 
 def _read_json(path: Path) -> Any:

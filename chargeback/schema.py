@@ -37,3 +37,19 @@ def schema_named(name: str) -> MetricSchema:
         return SCHEMAS[name]
     except KeyError:
         raise ValueError(f"unknown metric schema {name!r}: choose one of {', '.join(SCHEMAS)}") from None
+
+
+CANDIDATE_METRICS = tuple(dict.fromkeys(
+    name for s in SCHEMAS.values() for name in (s.authorized, s.limited, s.token_hits) if name))
+
+
+def detect_schema(names_with_labels: dict[str, set[str]]) -> MetricSchema | None:
+    """The schema a target serves, from metric name -> label names of its per-user series; None if none fits."""
+    if "authorized_calls_with_user_and_group" in names_with_labels:
+        return SCHEMAS["seed"]
+    labels = names_with_labels.get("authorized_calls") or names_with_labels.get("limited_calls")
+    if labels is None:
+        return None
+    if "authorized_token_hits" in names_with_labels or ("model" in labels and "group" not in labels):
+        return SCHEMAS["fork"]
+    return SCHEMAS["telemetry"]

@@ -1,6 +1,7 @@
 """Named scenarios: which tiers and users send traffic, how it is paced and how much. Limits come from the Plan."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from chargeback.plan import Plan
@@ -108,6 +109,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
          Stream(credential="disallowed", requests=3)),
     ),
 )}
+
+
+def class_name(tier: str) -> str:
+    """`premium` -> `PremiumUser`, `gold-plus` -> `GoldPlusUser`, the invalid-key class -> `InvalidKeyUser`."""
+    words = re.findall(r"[A-Za-z0-9]+", tier)
+    return "".join(w[:1].upper() + w[1:] for w in words) + "User"
 
 
 def scenario_named(name: str) -> Scenario:

@@ -19,6 +19,7 @@ from chargeback.plan import Identity, Limit, Plan, load_plan
 from chargeback.schema import SCHEMAS, MetricSchema, schema_named
 
 from .asgi import Receive, Send, read_body, respond, serve_lifespan
+from .faults import Faults
 from .limiter import CounterSpec, Limiter
 from .metrics import LimitadorMetrics
 from .model import ModelConfig, ModelSimulator
@@ -48,15 +49,18 @@ class Gateway:
     """A raw ASGI app enforcing a Plan the way Authorino and Limitador would."""
 
     def __init__(self, plan: Plan, schema: MetricSchema, namespace: str | None = None,
-                 model: ModelSimulator | None = None, clock: Callable[[], float] = time.monotonic):
+                 model: ModelSimulator | None = None, clock: Callable[[], float] = time.monotonic,
+                 faults: Faults | None = None):
         if plan.auth is None:
             raise ManifestError(f"{', '.join(plan.sources)}: no AuthPolicy with apiKey authentication")
         self.plan = plan
         self.namespace = namespace or plan.limitador_namespace or DEFAULT_NAMESPACE
         self.model = model or ModelSimulator()
         self.limiter = Limiter(clock)
+        self._reached = 0  # requests that reached the limiter (for reset-after)
         self._header = plan.auth.header.encode()
         self._realm = f'{plan.auth.prefix or "APIKEY"} realm="{plan.auth.policy}"'.encode()
+        self.faults = faults or Faults()
         self._label_names, self._label_exprs = self._labels(schema)
         self._model_label = schema.name == "fork"
         self.metrics = LimitadorMetrics(schema, self.namespace, self._label_names + (("model",) if self._model_label else ()))
@@ -67,7 +71,7 @@ class Gateway:
     def _labels(self, schema: MetricSchema) -> tuple[tuple[str, ...], dict[str, Any]]:
         if schema.name == "telemetry" and self.plan.telemetry_labels:
             return tuple(self.plan.telemetry_labels), dict(self.plan.telemetry_labels)
-        if schema.name == "fork":
+        if schema.name == "fork" or self.faults.no_group:
             return (schema.user_label,), {}
         return (schema.user_label, schema.group_label), {}
 
@@ -123,11 +127,15 @@ class Gateway:
             model = payload.get("model") if isinstance(payload, dict) else None
             labels = labels + (str(model or ""),)
         specs = principal.request_specs + principal.token_specs + self._per_request_specs(principal, scope)
-        if self.limiter.check(specs) is not None:
+        limited = self.limiter.check(specs) is not None
+        hits = 1
+        if self.faults:
+            limited, hits = self._inject(principal.identity.user, limited)
+        if limited:
             self.metrics.limited[labels] += 1
             await respond(send, 429, "text/plain")
             return
-        self.metrics.authorized[labels] += 1
+        self.metrics.authorized[labels] += hits
         answer = await self.model.respond(scope["method"], scope["path"], payload)
         if answer.chunks is None:
             await respond(send, answer.status, answer.content_type, answer.body)
@@ -136,6 +144,19 @@ class Gateway:
         if answer.usage is not None and principal.token_specs:
             self.limiter.report(principal.token_specs, answer.usage.total_tokens)
             self.metrics.token_hits[labels] += answer.usage.total_tokens
+
+    def _inject(self, user: str, limited: bool) -> tuple[bool, int]:
+        """Apply the pending faults to one request: whether it is limited, and how many authorized calls count."""
+        self._reached += 1
+        if self._reached == self.faults.reset_after:
+            self.limiter = Limiter(self.limiter.clock)
+            for counts in (self.metrics.authorized, self.metrics.limited, self.metrics.token_hits):
+                counts.clear()
+        if limited:
+            return not self.faults.take("over-limit", user), 1
+        if self.faults.take("drop-authorized", user):
+            return False, 0
+        return False, 2 if self.faults.take("double-count", user) else 1
 
     def _per_request_specs(self, principal: _Principal, scope: dict[str, Any]) -> tuple[CounterSpec, ...]:
         """Limits that read request attributes, evaluated for this request."""
@@ -196,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--ttft", type=float, default=0.0, help="model time to first token, seconds")
     parser.add_argument("--per-token", type=float, default=0.0, help="model time per completion token, seconds")
+    parser.add_argument("--fault", action="append", default=[], help="inject a fault (tests): " + Faults.__doc__.split(";")[0])
     return parser
 
 
@@ -206,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan = load_plan(args.policy)
         gateway = Gateway(plan, schema_named(args.schema), args.namespace,
-                          ModelSimulator(ModelConfig(time_to_first_token=args.ttft, time_per_token=args.per_token)))
+                          ModelSimulator(ModelConfig(time_to_first_token=args.ttft, time_per_token=args.per_token)),
+                          faults=Faults.parse(args.fault))
     except (ManifestError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

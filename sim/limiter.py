@@ -41,7 +41,7 @@ class Limiter:
     """In-memory counters as Limitador keeps them (a restart forgets everything)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
-        self._clock = clock
+        self.clock = clock
         self._windows: dict[tuple, _Window] = {}
 
     def _value(self, spec: CounterSpec, now: float) -> int:
@@ -51,7 +51,7 @@ class Limiter:
     def check(self, specs: Iterable[CounterSpec]) -> CounterSpec | None:
         """Check every counter: if any is at its limit (or its hits would pass it) return the first such counter
         and add nothing (a limited request consumes no quota); else add each counter's hits and return None."""
-        now = self._clock()
+        now = self.clock()
         specs = tuple(specs)
         for spec in specs:
             value = self._value(spec, now)
@@ -63,7 +63,7 @@ class Limiter:
 
     def report(self, specs: Iterable[CounterSpec], hits: int) -> None:
         """Add `hits` without checking (a token limit's report after the response)."""
-        now = self._clock()
+        now = self.clock()
         for spec in specs:
             self._add(spec, hits, now)
 
@@ -78,7 +78,7 @@ class Limiter:
 
     def counters(self) -> list[CounterState]:
         """The live counters (expired windows are not shown, as in Limitador)."""
-        now = self._clock()
+        now = self.clock()
         return [
             CounterState(w.spec, w.value, max(w.spec.max_value - w.value, 0), w.expires_at - now)
             for w in self._windows.values() if w.expires_at > now

@@ -22,7 +22,7 @@ class LocalStack:
 
     def __init__(self, policies: list[str] | None = None, schema: str = "seed", gateway_port: int = 0,
                  prometheus_port: int = 0, namespace: str | None = None, ttft: float = 0.0,
-                 per_token: float = 0.0, scrape_interval: str = "1s"):
+                 per_token: float = 0.0, scrape_interval: str = "1s", faults: list[str] | None = None):
         self.policies = policies or [DEFAULT_POLICY]
         self.schema = schema
         self.gateway_port = gateway_port or free_port()
@@ -34,12 +34,24 @@ class LocalStack:
         argv += [arg for policy in self.policies for arg in ("--policy", str(Path(policy).resolve()))]
         if namespace:
             argv += ["--namespace", namespace]
-        self.gateway = ManagedProcess("gateway", argv, os.path.join(self.workdir, "gateway.log"),
-                                      f"{self.gateway_url}/status", cwd=str(REPO_ROOT))
+        self._gateway_argv = argv
+        self.gateway = self._gateway_process(faults or [])
         self.prometheus = PrometheusServer([f"127.0.0.1:{self.gateway_port}"], port=self.prometheus_port,
                                            scrape_interval=scrape_interval,
                                            data_dir=os.path.join(self.workdir, "prometheus"))
         self.prometheus_url = self.prometheus.url
+
+    def _gateway_process(self, faults: list[str]) -> ManagedProcess:
+        argv = self._gateway_argv + [arg for fault in faults for arg in ("--fault", fault)]
+        return ManagedProcess("gateway", argv, os.path.join(self.workdir, "gateway.log"), f"{self.gateway_url}/status",
+                              cwd=str(REPO_ROOT))
+
+    def restart_gateway(self, faults: list[str] | None = None, timeout: float = 30.0) -> None:
+        """A fresh gateway on the same port (counters and windows start again, as after a Limitador restart),
+        with the given faults; Prometheus keeps scraping it."""
+        self.gateway.stop()
+        self.gateway = self._gateway_process(faults or [])
+        self.gateway.start(timeout)
 
     def start(self, timeout: float = 30.0) -> "LocalStack":
         """Start both; wait until Prometheus has scraped the gateway once (it applies targets after ~5 s)."""

@@ -13,9 +13,9 @@ from pathlib import Path
 from test_plan import ROOT, write
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "chargeback", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, env={**os.environ, **(env or {})})
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "chargeback", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 
 def children_of(pid: int) -> list[int]:
@@ -64,23 +64,31 @@ def test_stack_up_names_the_bad_manifest(tmp_path: Path) -> None:
                              "'soon' is not a duration like 30s, 2m or 1h\n")
 
 
-def test_demo_replays_the_seed_and_passes() -> None:
-    result = run_cli("demo")
+def demo_rows(stdout: str) -> list[list[str]]:
+    """The chargeback table's user rows (the checks' own output comes before it)."""
+    table = stdout[stdout.index("\nchargeback for "):]
+    return [line.split() for line in table.splitlines() if line.startswith(("premiumuser", "freeuser"))]
+
+
+def test_demo_runs_the_seed_with_locust_checks_it_and_passes(tmp_path: Path) -> None:
+    result = run_cli("demo", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("premiumuser", "freeuser"))]
-    assert rows == [
-        ["premiumuser1", "premium", "8", "0", "8", "/", "0", "0.0160", "ok"],
-        ["freeuser1", "free", "2", "3", "2", "/", "3", "0.0020", "ok"],
-        ["premiumuser2", "premium", "6", "0", "6", "/", "0", "0.0120", "ok"],
+    assert demo_rows(result.stdout) == [
+        ["freeuser1", "free", "2", "3", "24", "0.0020"],
+        ["premiumuser1", "premium", "8", "0", "176", "0.0162"],
+        ["premiumuser2", "premium", "6", "0", "102", "0.0121"],
     ]
-    assert "PASS: 3 of 3 users counted exactly" in result.stdout
+    assert "16 passed" in result.stdout and "PASS: every check passed" in result.stdout
+    assert (tmp_path / "runs" / "latest" / "snapshots.json").exists()
 
 
-def test_demo_fails_when_the_counts_differ_from_the_seed(tmp_path: Path) -> None:
+def test_demo_fails_when_the_gateway_enforces_other_limits(tmp_path: Path) -> None:
     policy = (ROOT / "deploy" / "kuadrant" / "rate-limit-policy.yaml").read_text().replace("limit: 2\n", "limit: 3\n")
     write(tmp_path, "rate-limit-policy.yaml", policy)
     keys, auth = ROOT / "deploy" / "kuadrant" / "api-keys.yaml", ROOT / "deploy" / "kuadrant" / "auth-policy.yaml"
-    result = run_cli("demo", "--policy", str(keys), "--policy", str(auth), "--policy", str(tmp_path))
+    result = run_cli("demo", "--policy", str(keys), "--policy", str(auth), "--policy", str(tmp_path / "rate-limit-policy.yaml"),
+                     cwd=tmp_path)
     assert result.returncode == 1
-    assert [line.split()[2:4] for line in result.stdout.splitlines() if line.startswith("freeuser1")] == [["3", "2"]]
-    assert "FAIL: 2 of 3 users counted exactly" in result.stdout
+    assert [row[2:4] for row in demo_rows(result.stdout) if row[0] == "freeuser1"] == [["3", "2"]]
+    assert "freeuser1: the scenario expects 2 authorized / 3 limited" in result.stdout
+    assert "FAIL: the checks failed (exit 1)" in result.stdout

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from chargeback.demo import SEED_TRAFFIC
 from chargeback.plan import load_plan
 from chargeback.schema import SCHEMAS
 from sim.gateway import Gateway
 from test_plan import DEPLOY, REFERENCE, limit_policy, secret, write
 
-SEED = SEED_TRAFFIC
+SEED = (("premiumuser1", 8), ("freeuser1", 5), ("premiumuser2", 6))  # the seed demo's traffic
 BODY = {"model": "Qwen/Qwen3-0.6B", "prompt": "Premium request", "max_tokens": 20}
 
 

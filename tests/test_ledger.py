@@ -16,15 +16,16 @@ def test_classification_follows_where_the_request_stopped() -> None:
 
 def test_record_counts_tokens_times_and_timeline() -> None:
     ledger = Ledger()
-    ledger.record("freeuser1", "free", 10.5, 200, (2, 10, 12))
-    ledger.record("freeuser1", "free", 10.0, 429)
-    ledger.record("freeuser1", "free", 11.0, TRANSPORT_ERROR)
+    ledger.record("freeuser1", "free", 10.5, 10.6, 200, (2, 10, 12))
+    ledger.record("freeuser1", "free", 10.0, 10.2, 429)
+    ledger.record("freeuser1", "free", 11.0, 41.0, TRANSPORT_ERROR)
     [row] = ledger.to_list()
     assert {k: row[k] for k in ("sent", "authorized", "limited", "rejected", "errors", "prompt_tokens",
                                 "completion_tokens", "total_tokens", "first", "last")} == {
         "sent": 3, "authorized": 1, "limited": 1, "rejected": 0, "errors": 1, "prompt_tokens": 2,
         "completion_tokens": 10, "total_tokens": 12, "first": 10.0, "last": 11.0}
-    assert row["timeline"] == [[10.5, 200], [10.0, 429], [11.0, 0]]
+    assert row["timeline"] == [[10.5, 10.6, 200], [10.0, 10.2, 429], [11.0, 41.0, 0]]
+    assert ledger.last_answer() == 41.0
 
 
 def test_drained_deltas_merge_to_the_same_totals_as_one_ledger() -> None:
@@ -36,8 +37,8 @@ def test_drained_deltas_merge_to_the_same_totals_as_one_ledger() -> None:
     master = Ledger()
     for n, (user, t, status) in enumerate(events):
         usage = (1, 2, 3) if status == 200 else None
-        whole.record(user, "free", t, status, usage)
-        workers[n % 2].record(user, "free", t, status, usage)
+        whole.record(user, "free", t, t + 0.01, status, usage)
+        workers[n % 2].record(user, "free", t, t + 0.01, status, usage)
         if n % 97 == 0:  # periodic reports
             master.merge(workers[n % 2].drain())
     for worker in workers:
@@ -52,9 +53,9 @@ def test_table_prices_authorized_calls_and_tokens_per_tier() -> None:
     plan = load_plan([DEPLOY])
     ledger = Ledger()
     for _ in range(3):
-        ledger.record("premiumuser1", "premium", 1.0, 200, (2, 20, 22))
-    ledger.record("premiumuser2", "premium", 1.0, 429)
-    ledger.record("freeuser1", "free", 1.0, 200, (1, 1, 2))
+        ledger.record("premiumuser1", "premium", 1.0, 1.1, 200, (2, 20, 22))
+    ledger.record("premiumuser2", "premium", 1.0, 1.1, 429)
+    ledger.record("freeuser1", "free", 1.0, 1.1, 200, (1, 1, 2))
     users, tiers = ledger.table(plan)
     assert [(r["user"], r["authorized"], r["limited"], r["cost"]) for r in users] == [
         ("freeuser1", 1, 0, 0.001001), ("premiumuser1", 3, 0, 0.006066), ("premiumuser2", 0, 1, 0.0)]

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from chargeback.demo import read_counts
-from chargeback.prometheus import PrometheusSource
+from chargeback.verify import gather
 from chargeback.record import COMPLETE, INCOMPLETE, RunRecord
 from scenarios import MISSING, UNKNOWN
 from sim.prometheus import free_port
@@ -40,10 +39,10 @@ def run_locust(gateway: str, runs: Path, policies: list[Path], *extra: str) -> R
 
 
 def server_counts(stack: LocalStack, record: RunRecord) -> dict[str, tuple[int, int]]:
-    """user -> (authorized, limited) in Prometheus, read after a scrape later than the run's last request."""
-    source = PrometheusSource(stack.prometheus_url)
-    source.wait_for_scrape(after=max(a.last for a in record.ledger.accounts.values()))
-    return read_counts(source, "seed")
+    """user -> (authorized, limited) increases in Prometheus, after a scrape later than the run's last answer."""
+    v = gather(record.path, prometheus_url=stack.prometheus_url)
+    return {u: (c.server_authorized, c.server_limited) for u, c in v.users.items()
+            if c.server_authorized or c.server_limited}
 
 
 def client_counts(record: RunRecord) -> dict[str, tuple[int, int]]:

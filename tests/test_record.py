@@ -24,7 +24,7 @@ def test_start_marks_running_and_points_latest(tmp_path: Path) -> None:
 def test_finish_writes_the_ledger_and_the_state(tmp_path: Path) -> None:
     record = RunRecord.start(tmp_path, {"scenario": "seed-demo"})
     ledger = Ledger()
-    ledger.record("freeuser1", "free", 1.0, 429)
+    ledger.record("freeuser1", "free", 1.0, 1.1, 429)
     record.finish(ledger, complete=False, reason="stopped before the scenario finished: 1 of 3 simulated users done")
     loaded = RunRecord.load(record.path)
     assert (loaded.state, loaded.meta["reason"]) == (INCOMPLETE, "stopped before the scenario finished: 1 of 3 simulated users done")

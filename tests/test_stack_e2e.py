@@ -10,12 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from chargeback.demo import replay_seed
-from chargeback.plan import load_plan
 from chargeback.prometheus import MetricsSourceError, PrometheusSource
 from chargeback.schema import SCHEMAS
 from sim.stack import LocalStack
-from test_gateway import BODY
+from test_gateway import BODY, SEED
 from test_plan import DEPLOY, secret, write
 
 
@@ -45,7 +43,7 @@ def test_seed_traffic_is_counted_exactly_in_prometheus(schema: str, tmp_path: Pa
     write(tmp_path, "gold.yaml", secret("golduser", "gold"))
     names = SCHEMAS[schema]
     with LocalStack([str(DEPLOY), str(tmp_path)], schema=schema) as stack:
-        statuses = replay_seed(stack.gateway_url, load_plan([DEPLOY]))
+        statuses = {user: [post(stack.gateway_url, f"{user}_key") for _ in range(n)] for user, n in SEED}
         rejected = [post(stack.gateway_url, key) for key in (None, "nobody_key", "golduser_key")]
         sent_last = time.time()
         source = PrometheusSource(stack.prometheus_url, job="limitador")

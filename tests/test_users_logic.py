@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import json
 
-from locustfile import policy_paths
-from scenarios import INVALID_CLASS, Stream
-from users.base import request_body, usage_of, verdict
-from users.tiers import class_name
+from chargeback.plan import DEFAULT_POLICY, policy_paths
+from scenarios import INVALID_CLASS, Stream, class_name
+from users.wire import request_body, usage_of, verdict
 
 
 def test_request_bodies() -> None:
@@ -37,8 +36,7 @@ def test_class_names() -> None:
     assert [class_name(t) for t in ("premium", "gold-plus", INVALID_CLASS)] == ["PremiumUser", "GoldPlusUser", "InvalidKeyUser"]
 
 
-def test_policy_paths(monkeypatch) -> None:
-    monkeypatch.delenv("CHARGEBACK_POLICY", raising=False)
-    assert policy_paths(["locust", "--policy", "a.yaml", "--policy=b"]) == ["a.yaml", "b"]
-    monkeypatch.setenv("CHARGEBACK_POLICY", "x:y")
-    assert policy_paths(["locust"]) == ["x", "y"]
+def test_policy_paths() -> None:
+    assert policy_paths(["locust", "--policy", "a.yaml", "--policy=b"], {"CHARGEBACK_POLICY": "x"}) == ["a.yaml", "b"]
+    assert policy_paths(["locust"], {"CHARGEBACK_POLICY": "x:y"}) == ["x", "y"]
+    assert policy_paths(["locust"], {}) == [DEFAULT_POLICY]

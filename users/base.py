@@ -3,56 +3,14 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import gevent
-import orjson
 from locust import FastHttpUser, constant, task
 from locust.exception import StopUser
 
-from scenarios import Stream
-
 from .run import Run
-
-JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-def request_body(stream: Stream) -> bytes:
-    """The OpenAI request a stream sends."""
-    body: dict[str, Any] = {"model": stream.model, "max_tokens": stream.max_tokens}
-    if stream.endpoint == "chat":
-        body["messages"] = [{"role": "user", "content": stream.prompt}]
-    else:
-        body["prompt"] = stream.prompt
-    if stream.stream:
-        body.update(stream=True, stream_options={"include_usage": True})
-    return orjson.dumps(body)
-
-
-def usage_of(content: bytes | None, streamed: bool) -> tuple[int, int, int] | None:
-    """(prompt, completion, total) tokens from a response body, or from the last SSE frame that carries usage."""
-    if not content:
-        return None
-    try:
-        if streamed:
-            frames = [line[6:] for line in content.splitlines() if line.startswith(b"data: {")]
-            usage = next((u for u in (orjson.loads(f).get("usage") for f in reversed(frames)) if u), None)
-        else:
-            usage = orjson.loads(content).get("usage")
-        return (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) if usage else None
-    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
-        return None
-
-
-def verdict(status: int, expect_rejection: bool) -> str | None:
-    """Why Locust should count this answer as a failure; None for a success (a 429 is an expected success)."""
-    if expect_rejection:
-        return None if status in (401, 403) else f"expected 401/403 from auth, got {status or 'no answer'}"
-    if 200 <= status < 300 or status == 429:
-        return None
-    if status in (401, 403):
-        return f"rejected by auth: {status}"
-    return f"HTTP {status}" if status else "no answer (timeout or connection error)"
+from .wire import JSON_HEADERS, request_body, usage_of, verdict
 
 
 class TierUser(FastHttpUser):
@@ -100,7 +58,8 @@ class TierUser(FastHttpUser):
                               name=self.request_name) as response:
             status = response.status_code or 0
             usage = usage_of(response.content, stream.stream) if 200 <= status < 300 else None
-            self.run_state.ledger.record(self.slot.account, self.slot.user_class, self.last_start, status, usage)
+            self.run_state.ledger.record(self.slot.account, self.slot.user_class, self.last_start, time.time(),
+                                         status, usage)
             problem = verdict(status, self.expect_rejection)
             if problem:
                 response.failure(problem)

@@ -19,7 +19,9 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from chargeback.ledger import Ledger
 from chargeback.plan import Plan
+from chargeback.prometheus import MetricsSourceError
 from chargeback.record import RunRecord
+from chargeback.verify import MetricsSource, fresh_snapshot, open_source
 from scenarios import MISSING, UNKNOWN, Scenario, Slot, scenario_named
 
 log = logging.getLogger("chargeback")
@@ -44,6 +46,7 @@ class Run:
         self.workers: set[str] = set()
         self.finals: set[str] = set()
         self.finisher: gevent.Greenlet | None = None
+        self.source: MetricsSource | None = None
         self._requests = itertools.count()
         self._pending: dict[int, AsyncResult] = {}
 
@@ -70,7 +73,7 @@ class Run:
         elif isinstance(environment.runner, MasterRunner):
             events.worker_report.add_listener(lambda client_id, data, **_: self.ledger.merge(data.get("chargeback", [])))
             environment.runner.register_message("chargeback_claim", self._on_claim)
-            environment.runner.register_message("chargeback_done", lambda msg, **_: self.done.add(msg.data))
+            environment.runner.register_message("chargeback_done", lambda msg, **_: self._mark_done(msg.data))
             environment.runner.register_message("chargeback_final", self._on_final)
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
@@ -83,13 +86,29 @@ class Run:
         if self.is_worker:
             return
         self.workers = set(self.runner.clients) if isinstance(self.runner, MasterRunner) else set()
+        self.source = open_source(options.prometheus_url, options.metrics_url)
+        before = self._snapshot(time.time())  # before any traffic: the spawn waits for it
         self.record = RunRecord.start(Path(options.runs_dir), {
             "scenario": self.scenario.name, "scenario_description": self.scenario.description,
             "expected": {u: list(v) for u, v in self.scenario.expected.items()},
             "gateway_url": environment.host, "prometheus_url": options.prometheus_url,
-            "workers": len(self.workers), "simulated_users": len(self.slots), "plan": self.plan.describe(),
+            "metrics_url": options.metrics_url, "workers": len(self.workers), "simulated_users": len(self.slots),
+            "plan": self.plan.describe(),
         })
+        if before is not None:
+            self.record.snapshots["before"] = before
+            self.record.save()
         log.info("run record: %s", self.record.path)
+
+    def _snapshot(self, after: float):
+        """The server's counters from a scrape later than `after`; None (logged) when the source fails."""
+        if self.source is None:
+            return None
+        try:
+            return fresh_snapshot(self.source, after)
+        except MetricsSourceError as exc:
+            log.error("no snapshot of the server's counters: %s", exc)
+            return None
 
     def on_test_stop(self, environment: Environment, **_: Any) -> None:
         if not self.active:
@@ -122,6 +141,15 @@ class Run:
         reasons = [unfinished] if unfinished else []
         if missing:
             reasons.append(f"no final report from worker(s) {', '.join(missing)}")
+        before = record.snapshots.get("before") if record else None
+        after = self._snapshot(self.ledger.last_answer() or self.started) if before else None
+        if record is not None and before is not None and after is not None:
+            assert self.source is not None
+            record.snapshots["after"] = after
+            try:
+                after.resets = self.source.resets(before.at, after.at)
+            except MetricsSourceError as exc:
+                log.error("no reset check: %s", exc)
         if record is not None:
             record.finish(self.ledger, complete=not reasons, reason="; ".join(reasons))
             log.info("run record %s: %s %s", record.path, record.state, record.meta["reason"])
@@ -162,7 +190,20 @@ class Run:
         if self.is_worker:
             self.runner.send_message("chargeback_done", slot.index)
         else:
-            self.done.add(slot.index)
+            self._mark_done(slot.index)
+
+    def _mark_done(self, index: int) -> None:
+        """Record a spent budget; end the test at once when it was the last one (not at the next shape tick)."""
+        self.done.add(index)
+        if self.active and self.finished():
+            gevent.spawn(self._end)
+
+    def _end(self) -> None:
+        options = self.runner.environment.parsed_options
+        if options is not None and options.headless:
+            self.runner.quit()
+        else:
+            self.runner.stop()
 
     def credentials(self, slot: Slot) -> dict[str, str]:
         """The auth header a slot sends: none, an unknown key, or its identity's key."""

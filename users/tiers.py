@@ -1,19 +1,11 @@
 """One Locust user class per tier of the Plan (PremiumUser, FreeUser, ...), plus one for invalid keys."""
 from __future__ import annotations
 
-import re
-
 from chargeback.plan import Plan
-from scenarios import INVALID_CLASS
+from scenarios import INVALID_CLASS, class_name
 
 from .base import TierUser
 from .run import Run
-
-
-def class_name(tier: str) -> str:
-    """`premium` -> `PremiumUser`, `gold-plus` -> `GoldPlusUser`, the invalid-key class -> `InvalidKeyUser`."""
-    words = re.findall(r"[A-Za-z0-9]+", tier)
-    return "".join(w[:1].upper() + w[1:] for w in words) + "User"
 
 
 def tier_user_classes(plan: Plan, run: Run) -> list[type[TierUser]]:

@@ -1,0 +1,79 @@
+"""Raw counter snapshots and per-user totals: duplicates collapsed, absent series as 0, resets found."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .schema import MetricSchema
+
+# Labels a scrape adds (which monitor, which replica, which pod): series differing only in them are one counter.
+TARGET_LABELS = frozenset({"job", "instance", "pod", "prometheus_replica", "prometheus", "service", "endpoint",
+                           "container", "namespace", "__name__"})
+KINDS = ("authorized", "limited", "token_hits")
+
+Series = list[tuple[dict[str, str], float]]
+
+
+def metric_names(schema: MetricSchema) -> dict[str, str]:
+    """kind -> metric name, for the kinds this schema exposes."""
+    names = {"authorized": schema.authorized, "limited": schema.limited}
+    if schema.token_hits:
+        names["token_hits"] = schema.token_hits
+    return names
+
+
+@dataclass
+class Snapshot:
+    """Every per-user series of each kind at one instant, as the source served them (no aggregation)."""
+
+    source: str  # the URL read
+    schema: str
+    at: float
+    series: dict[str, Series]
+    resets: dict[str, int] = field(default_factory=dict)  # user -> counter resets since the previous snapshot
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "schema": self.schema, "at": self.at, "resets": self.resets,
+                "series": {kind: [[labels, value] for labels, value in s] for kind, s in self.series.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Snapshot":
+        series = {kind: [(labels, float(value)) for labels, value in s] for kind, s in data["series"].items()}
+        return cls(data["source"], data["schema"], data["at"], series, data.get("resets", {}))
+
+
+def counter_identity(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """What names one counter: its labels without those a scrape adds."""
+    return tuple(sorted((k, v) for k, v in labels.items() if k not in TARGET_LABELS))
+
+
+def deduplicated(series: Series) -> dict[tuple, tuple[dict[str, str], float]]:
+    """One value per counter: series that differ only in scrape labels are copies, so the largest is kept."""
+    counters: dict[tuple, tuple[dict[str, str], float]] = {}
+    for labels, value in series:
+        key = counter_identity(labels)
+        if key not in counters or value > counters[key][1]:
+            counters[key] = (labels, value)
+    return counters
+
+
+def increases(before: Series, after: Series) -> dict[tuple, tuple[dict[str, str], float]]:
+    """Per counter: after minus before (absent before = 0); negative when the counter went back (a reset)."""
+    old = deduplicated(before)
+    return {key: (labels, value - old.get(key, ({}, 0.0))[1]) for key, (labels, value) in deduplicated(after).items()}
+
+
+def per_user(changes: dict[tuple, tuple[dict[str, str], float]], user_label: str) -> dict[str, float]:
+    """Sum the changes of every counter of each user (several models, say)."""
+    totals: dict[str, float] = {}
+    for labels, change in changes.values():
+        user = labels.get(user_label)
+        if user is not None:
+            totals[user] = totals.get(user, 0.0) + change
+    return totals
+
+
+def groups_seen(series: Series, user_label: str, group_label: str) -> dict[str, str]:
+    """user -> the group label its series carry (only users whose series have one)."""
+    return {labels[user_label]: labels[group_label] for labels, _ in series
+            if user_label in labels and group_label in labels}

@@ -1,0 +1,47 @@
+"""Load the verification once per session and parametrize the checks by user, group and limit."""
+from __future__ import annotations
+
+import pytest
+
+from chargeback.prometheus import MetricsSourceError
+from chargeback.record import RecordError
+from chargeback.verify import Verification, VerifyError, gather
+
+_KEY = pytest.StashKey[Verification]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Gather once, before collection; a one-line `ERROR: ...` and a non-zero exit when it cannot be done."""
+    run = config.getoption("--run")
+    if not run:
+        raise pytest.UsageError("the checks need --run runs/<run-id> (or runs/latest)")
+    try:
+        config.stash[_KEY] = gather(run, config.getoption("--prometheus-url"), config.getoption("--metrics-url"),
+                                    config.getoption("--schema"), config.getoption("--job"))
+    except (RecordError, VerifyError, MetricsSourceError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def verification(config: pytest.Config) -> Verification:
+    return config.stash[_KEY]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    names = metafunc.fixturenames
+    if not {"user", "group", "user_rate", "expected_user"} & set(names):
+        return
+    v = verification(metafunc.config)
+    if "user" in names:
+        metafunc.parametrize("user", sorted(v.users))
+    if "group" in names:
+        metafunc.parametrize("group", sorted(v.groups()))
+    if "user_rate" in names:
+        cases = [(u, r) for u, c in sorted(v.users.items()) for r in c.rates]
+        metafunc.parametrize("user_rate", cases, ids=[f"{u}-{r.limit_name}" for u, r in cases])
+    if "expected_user" in names:
+        metafunc.parametrize("expected_user", sorted(v.expected) or [None])
+
+
+@pytest.fixture(scope="session")
+def v(request: pytest.FixtureRequest) -> Verification:
+    return verification(request.config)

@@ -1,0 +1,17 @@
+"""The one table a failing check prints: user, group, client count, server count, expected, difference."""
+from __future__ import annotations
+
+import pytest
+
+from chargeback.verify import UserCheck, format_table
+
+
+def row(check: UserCheck, what: str, client: int, server: int, expected: str = "") -> dict[str, object]:
+    return {"user": check.user, "group": check.group, "counter": what, "client": client, "server": server,
+            "expected": expected or "-", "difference": server - client}
+
+
+def require(condition: bool, title: str, rows: list[dict[str, object]]) -> None:
+    """Fail the check with the title and the table only (no traceback) unless `condition` holds."""
+    if not condition:
+        pytest.fail(f"{title}\n{format_table(rows)}", pytrace=False)

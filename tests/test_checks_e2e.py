@@ -1,0 +1,150 @@
+"""The checks against the stand-in with a real Prometheus and real Locust runs: a clean run passes (5 times in a
+row); each injected fault makes the right check fail, naming the user; clear errors when data is missing."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+from chargeback.ledger import Ledger
+from chargeback.record import RunRecord
+from chargeback.verify import gather
+from sim.stack import LocalStack
+from test_locust_e2e import locust_args
+from test_plan import DEPLOY, ROOT
+
+CHECKS_PER_SEED_RUN = 16  # 3 users x (reconciliation, window model, limit bound, expected) + 2 groups + 2 auth
+
+
+@pytest.fixture(scope="module")
+def stack():
+    with LocalStack([str(DEPLOY)]) as running:
+        yield running
+
+
+def locust_run(stack: LocalStack, runs: Path, scenario: str = "seed-demo", faults: list[str] | None = None,
+               prometheus: bool = True) -> Path:
+    """A fresh gateway (counters from zero) with `faults`, one headless run; the record's folder."""
+    stack.restart_gateway(faults)
+    extra = ("--prometheus-url", stack.prometheus_url) if prometheus else ()
+    result = subprocess.run(locust_args(stack.gateway_url, runs, [DEPLOY], "--headless", "--scenario", scenario,
+                                        *extra), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return (runs / "latest").resolve()
+
+
+def checks(run: Path, tmp_path: Path, *extra: str) -> tuple[int, dict[str, str | None], str]:
+    """Run `pytest checks/`; exit code, test name -> failure message (None: passed), output."""
+    junit = tmp_path / "checks.xml"
+    result = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "checks"), "--run", str(run), "-q",
+                             "-p", "no:cacheprovider", f"--junitxml={junit}", *extra],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    outcomes: dict[str, str | None] = {}
+    if junit.exists():
+        for case in ElementTree.parse(junit).iter("testcase"):
+            failed = case.find("failure")
+            outcomes[case.get("name")] = None if failed is None else failed.get("message", "")
+    return result.returncode, outcomes, result.stdout + result.stderr
+
+
+def failures(outcomes: dict[str, str | None]) -> dict[str, str]:
+    return {name: message for name, message in outcomes.items() if message is not None}
+
+
+def test_clean_seed_demo_passes_five_times_in_a_row(stack: LocalStack, tmp_path: Path) -> None:
+    for attempt in range(5):
+        run = locust_run(stack, tmp_path / f"runs{attempt}")
+        code, outcomes, output = checks(run, tmp_path)
+        assert (code, failures(outcomes), len(outcomes)) == (0, {}, CHECKS_PER_SEED_RUN), output[-3000:]
+
+
+def test_a_request_let_over_the_limit_fails_the_limit_checks(stack: LocalStack, tmp_path: Path) -> None:
+    code, outcomes, output = checks(locust_run(stack, tmp_path, faults=["over-limit:freeuser1"]), tmp_path)
+    failed = failures(outcomes)
+    assert code == 1 and set(failed) == {
+        "test_authorized_never_exceeds_limit_times_windows[freeuser1-free-user-requests]",
+        "test_authorized_matches_the_window_model[freeuser1]",
+        "test_scenario_expected_table[freeuser1]",
+    }, output[-3000:]
+    assert "freeuser1: 3 authorized, over free-user-requests (2 per 120 s) x 1 window(s) = 2" in \
+        failed["test_authorized_never_exceeds_limit_times_windows[freeuser1-free-user-requests]"]
+
+
+def test_a_dropped_increment_fails_reconciliation_with_a_table(stack: LocalStack, tmp_path: Path) -> None:
+    code, outcomes, output = checks(locust_run(stack, tmp_path, faults=["drop-authorized:premiumuser1"]), tmp_path)
+    failed = failures(outcomes)
+    assert code == 1 and "test_user_counters_match_the_ledger[premiumuser1]" in failed, output[-3000:]
+    assert "test_user_counters_match_the_ledger[premiumuser2]" not in failed
+    message = failed["test_user_counters_match_the_ledger[premiumuser1]"]
+    assert "premiumuser1: the server counted differently" in message
+    table = [line.split() for line in message.splitlines()[1:]]
+    assert table[:3] == [["user", "group", "counter", "client", "server", "expected", "difference"],
+                         ["premiumuser1", "premium", "authorized", "8", "7", "-", "-1"],
+                         ["premiumuser1", "premium", "limited", "0", "0", "-", "0"]]
+    assert "test_group_counters_match_the_ledger[premium]" in failed
+
+
+def test_a_double_count_fails_reconciliation(stack: LocalStack, tmp_path: Path) -> None:
+    code, outcomes, output = checks(locust_run(stack, tmp_path, faults=["double-count:premiumuser2"]), tmp_path)
+    failed = failures(outcomes)
+    assert code == 1 and "premiumuser2  premium  authorized  6       7       -         1" in \
+        failed["test_user_counters_match_the_ledger[premiumuser2]"], output[-3000:]
+    assert not any("freeuser1" in name or "premiumuser1" in name for name in failed)
+
+
+def test_a_missing_group_label_passes_through_the_plans_groups(stack: LocalStack, tmp_path: Path) -> None:
+    run = locust_run(stack, tmp_path, faults=["no-group"])
+    code, outcomes, output = checks(run, tmp_path)
+    assert (code, failures(outcomes), len(outcomes)) == (0, {}, CHECKS_PER_SEED_RUN), output[-3000:]
+    v = gather(run)
+    assert v.group_fallback == ["freeuser1", "premiumuser1", "premiumuser2"]
+    assert all("group" not in labels for labels, _ in v.after.series["authorized_calls_with_user_and_group"])
+
+
+def test_a_counter_reset_mid_run_is_reported_as_a_reset(stack: LocalStack, tmp_path: Path) -> None:
+    run = locust_run(stack, tmp_path, scenario="realistic-hours", faults=["reset-after:16"])  # after round one
+    code, outcomes, output = checks(run, tmp_path)
+    failed = failures(outcomes)
+    for user in ("premiumuser1", "premiumuser2", "freeuser1", "freeuser2"):
+        message = failed[f"test_user_counters_match_the_ledger[{user}]"]
+        assert re.match(rf"Failed: {user}: [12] counter\(s\) reset between the snapshots; the server's count cannot "
+                        "be compared", message), message
+    assert code == 1, output[-3000:]
+
+
+def test_prometheus_given_only_to_the_checks_reads_history(stack: LocalStack, tmp_path: Path) -> None:
+    run = locust_run(stack, tmp_path, prometheus=False)
+    assert not (run / "snapshots.json").exists()
+    code, outcomes, output = checks(run, tmp_path, "--prometheus-url", stack.prometheus_url)
+    assert (code, failures(outcomes), len(outcomes)) == (0, {}, CHECKS_PER_SEED_RUN), output[-3000:]
+    code, _, output = checks(run, tmp_path, "--metrics-url", f"{stack.gateway_url}/metrics")
+    assert code == 4 and f"ERROR: {stack.gateway_url}/metrics: a /metrics endpoint has no history" in output
+
+
+def test_the_gateways_metrics_url_is_a_source_without_prometheus(stack: LocalStack, tmp_path: Path) -> None:
+    stack.restart_gateway()
+    metrics = f"{stack.gateway_url}/metrics"
+    result = subprocess.run(locust_args(stack.gateway_url, tmp_path, [DEPLOY], "--headless", "--metrics-url", metrics),
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    code, outcomes, output = checks(tmp_path / "latest", tmp_path)
+    assert (code, failures(outcomes), len(outcomes)) == (0, {}, CHECKS_PER_SEED_RUN), output[-3000:]
+
+
+def test_unusable_inputs_fail_with_one_line(tmp_path: Path) -> None:
+    code, _, output = checks(tmp_path / "nothing", tmp_path)
+    assert code == 4 and f"ERROR: {tmp_path}/nothing/record.json: no such file (not a run record folder?)" in output
+    record = RunRecord.start(tmp_path / "runs", {"scenario": "seed-demo"})
+    record.finish(Ledger(), complete=False, reason="stopped before the scenario finished: 1 of 3 simulated users done")
+    code, _, output = checks(record.path, tmp_path)
+    assert code == 4 and (f"ERROR: {record.path}: the run is incomplete (stopped before the scenario finished: 1 of 3 "
+                          "simulated users done); an unfinished run cannot be verified") in output
+    record.finish(Ledger(), complete=True)
+    code, _, output = checks(record.path, tmp_path, "--prometheus-url", "http://127.0.0.1:9")
+    assert code == 4 and "ERROR: Prometheus at http://127.0.0.1:9: cannot query" in output
+    code, _, output = checks(record.path, tmp_path)
+    assert code == 4 and "the record holds no metrics snapshots; pass --prometheus-url" in output
