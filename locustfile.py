@@ -16,6 +16,7 @@ from locust import LoadTestShape, events
 from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
 
+from chargeback.manifests import ManifestError
 from chargeback.plan import load_plan, policy_paths
 from checks.runner import run_checks
 from scenarios import SCENARIOS, scenario_named
@@ -24,7 +25,10 @@ from users.run import Run
 from users.tiers import tier_user_classes
 
 
-PLAN = load_plan(policy_paths(sys.argv, os.environ))
+try:
+    PLAN = load_plan(policy_paths(sys.argv, os.environ))
+except ManifestError as exc:  # one line naming the file and field, not a traceback
+    sys.exit(f"error: {exc}")
 RUN = Run(PLAN)
 USER_CLASSES = tier_user_classes(PLAN, RUN)
 globals().update({cls.__name__: cls for cls in USER_CLASSES})
@@ -50,6 +54,12 @@ def add_options(parser: LocustArgumentParser) -> None:
 def on_init(environment: Environment, **_: Any) -> None:
     for warning in PLAN.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    options = environment.parsed_options
+    try:  # a scenario that names what the Plan lacks stops the run before it starts
+        scenario_named(options.scenario).slots(PLAN)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     RUN.attach(environment)
     webui.install(environment, RUN)
 

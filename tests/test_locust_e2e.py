@@ -174,3 +174,16 @@ def test_ctrl_c_leaves_a_readable_incomplete_record(policies: list[Path], tmp_pa
     assert record.ledger.accounts["premiumuser1"].sent >= 2
     assert "premiumuser1_key" not in (record.path / "record.json").read_text()
     assert not os.path.exists(record.path / ".record.json.tmp")
+
+
+def test_bad_manifests_or_a_scenario_the_plan_cannot_serve_stop_locust_with_one_line(tmp_path: Path) -> None:
+    def locust_error(policies: list[Path]) -> tuple[int, str]:
+        result = subprocess.run(locust_args("http://127.0.0.1:1", tmp_path, policies, "--headless"), cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+        return result.returncode, result.stderr.strip().splitlines()[-1]
+
+    assert locust_error([tmp_path / "missing.yaml"]) == (1, f"error: {tmp_path}/missing.yaml: no such file or folder")
+    code, line = locust_error([DEPLOY / "auth-policy.yaml"])
+    assert (code, line) == (2, f"error: scenario seed-demo names user premiumuser1, which the Plan "
+                               f"({DEPLOY}/auth-policy.yaml) does not have")
+    assert not (tmp_path / "latest").exists()

@@ -17,6 +17,7 @@ from gevent.event import AsyncResult
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from chargeback.counters import Snapshot
 from chargeback.ledger import Ledger
 from chargeback.plan import Plan
 from chargeback.prometheus import MetricsSourceError
@@ -100,7 +101,7 @@ class Run:
             self.record.save()
         log.info("run record: %s", self.record.path)
 
-    def _snapshot(self, after: float):
+    def _snapshot(self, after: float) -> Snapshot | None:
         """The server's counters from a scrape later than `after`; None (logged) when the source fails."""
         if self.source is None:
             return None
