@@ -2,13 +2,18 @@
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo stack bench
+.PHONY: setup test-setup test demo stack bench
+
+APT_INSTALL = apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
 setup:
-	@command -v prometheus >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
+	@command -v prometheus >/dev/null || ($(APT_INSTALL) prometheus)
 	$(PYTHON) -m pip install -q -r requirements.txt
 
-test: setup
+test-setup: setup
+	@command -v chromium >/dev/null || ($(APT_INSTALL) chromium)
+
+test: test-setup
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
 
 demo: setup
@@ -18,5 +23,5 @@ stack: setup
 	$(PYTHON) -m chargeback stack up
 
 bench: setup
-	@command -v wrk >/dev/null && command -v nginx >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light)
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || ($(APT_INSTALL) wrk nginx-light)
 	$(PYTHON) bench/gateway_speed.py

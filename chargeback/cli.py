@@ -5,11 +5,15 @@ import argparse
 import signal
 import sys
 import threading
+import time
+from pathlib import Path
 from types import FrameType
 
 from .demo import run_demo
 from .manifests import ManifestError
-from .plan import DEFAULT_POLICY, load_plan
+from .plan import DEFAULT_POLICY, load_plan, parse_window
+from .record import RecordError
+from .verify import VerifyError
 from .prometheus import MetricsSourceError
 from .schema import SCHEMAS
 
@@ -37,7 +41,42 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--policy", action="append", metavar="PATH",
                       help="Kuadrant manifest file or folder (repeatable; default deploy/kuadrant)")
     demo.add_argument("--schema", default="seed", choices=sorted(SCHEMAS), help="metric names (default seed)")
+    report = commands.add_parser("report", help="chargeback report (CSV, JSON, HTML) of a run, or from Prometheus")
+    report.add_argument("run", nargs="?", help="a run record folder (runs/<id> or runs/latest)")
+    report.add_argument("--out", help="output folder (default: <run>/report, or reports/<time> for --since)")
+    report.add_argument("--price", action="append", default=[], metavar="TIER=USD",
+                        help="price per authorized call, overriding the Plan's (repeatable)")
+    report.add_argument("--token-price", action="append", default=[], metavar="TIER=USD",
+                        help="price per 1000 tokens, overriding the Plan's (repeatable)")
+    report.add_argument("--prometheus-url", help="Prometheus: with --since, the report of a time range")
+    report.add_argument("--since", help="with --prometheus-url: the range, e.g. 24h, 30m")
+    report.add_argument("--policy", action="append", metavar="PATH",
+                        help="with --since: manifests giving tiers and prices (default deploy/kuadrant)")
+    report.add_argument("--schema", choices=sorted(SCHEMAS), help="metric names (default: detected)")
+    report.add_argument("--job", help="Prometheus scrape job of the gateway's metrics (default: any)")
     return parser
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import from_prometheus, from_run, parse_prices
+    from .report_files import write_all
+
+    per_call, per_1k = parse_prices(args.price, "price"), parse_prices(args.token_price, "token-price")
+    if args.run:
+        report = from_run(args.run, per_call, per_1k, args.prometheus_url)
+        out = Path(args.out or Path(args.run) / "report")
+    elif args.prometheus_url and args.since:
+        plan = load_plan(args.policy or [DEFAULT_POLICY])
+        report = from_prometheus(args.prometheus_url, parse_window(args.since), plan, per_call, per_1k,
+                                 args.schema, args.job)
+        out = Path(args.out or Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
+    else:
+        raise ValueError("report needs a run folder, or --prometheus-url with --since (e.g. --since 24h)")
+    for path in write_all(report, out):
+        print(path)
+    for flag in report.flags:
+        print(f"warning: {flag}", file=sys.stderr)
+    return 0
 
 
 def _stack_up(args: argparse.Namespace) -> int:
@@ -74,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             return _stack_up(args)
         if args.command == "demo":
             return run_demo(args.policy or [DEFAULT_POLICY], args.schema)
-    except (ManifestError, MetricsSourceError, RuntimeError, ValueError) as exc:
+        if args.command == "report":
+            return _report(args)
+    except (ManifestError, MetricsSourceError, RecordError, VerifyError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

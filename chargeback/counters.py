@@ -1,6 +1,7 @@
 """Raw counter snapshots and per-user totals: duplicates collapsed, absent series as 0, resets found."""
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,3 +78,28 @@ def groups_seen(series: Series, user_label: str, group_label: str) -> dict[str, 
     """user -> the group label its series carry (only users whose series have one)."""
     return {labels[user_label]: labels[group_label] for labels, _ in series
             if user_label in labels and group_label in labels}
+
+
+def walk(samples: list[tuple[float, float]], baseline: float | None,
+         scrapes: list[float]) -> tuple[float, int, list[tuple[float, float]]]:
+    """The increase of one raw counter over its samples, without extrapolation: (increase, restarts, points).
+
+    `baseline` is its value before the first sample (None: born in between, so the first value counts whole).
+    A fall, or successful scrapes of its target that lack it (a restarted Limitador drops a series until its
+    next increment), is a restart: the value after it counts from 0. `scrapes` are the target's successful
+    scrape times, sorted; `points` is the running increase at each sample.
+    """
+    total, restarts, points = 0.0, 0, []
+    previous, previous_t = baseline, None
+    for t, value in samples:
+        gap = previous_t is not None and bisect.bisect_right(scrapes, previous_t) < bisect.bisect_left(scrapes, t)
+        if previous is None:
+            total += value
+        elif value < previous or gap:
+            total += value
+            restarts += 1
+        else:
+            total += value - previous
+        previous, previous_t = value, t
+        points.append((t, total))
+    return total, restarts, points

@@ -1,8 +1,8 @@
 """`python -m chargeback demo`: from nothing to a verdict in one command, on the local stand-in.
 
 Starts the gateway and Prometheus, runs the `seed-demo` scenario with Locust (headless, counters snapshotted
-before and after), runs the checks, prints the chargeback table, stops everything; exit 0 only if every check
-passed.
+before and after), runs the checks, prints the chargeback table, writes the report, stops everything; exit 0
+only if every check passed.
 """
 from __future__ import annotations
 
@@ -11,28 +11,20 @@ import sys
 from pathlib import Path
 
 from .plan import load_plan
-from .verify import Verification, format_table, gather
+from .report import Report, from_run
+from .report_files import write_all
+from .verify import format_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def chargeback_rows(v: Verification, prices_from: list[str]) -> tuple[list[dict], list[dict]]:
-    """Per user and per tier: calls and limited as the server counted them, tokens as the client saw, cost."""
-    plan = load_plan(prices_from)
-    users, tiers = [], {}
-    for check in v.users.values():
-        tier = check.tier or check.client.tier
-        price = plan.tiers[tier].price if tier in plan.tiers else None
-        cost = price.cost(check.server_authorized, check.client.total_tokens) if price else 0.0
-        users.append({"user": check.user, "tier": tier, "calls": check.server_authorized,
-                      "limited": check.server_limited, "tokens": check.client.total_tokens, "cost": cost})
-        total = tiers.setdefault(tier, {"tier": tier, "users": 0, "calls": 0, "limited": 0, "tokens": 0, "cost": 0.0})
-        total["users"] += 1
-        for key in ("calls", "limited", "tokens", "cost"):
-            total[key] += users[-1][key]
-    for row in users + list(tiers.values()):
-        row["cost"] = f"{row['cost']:.4f}"
-    return users, list(tiers.values())
+def chargeback_tables(report: Report) -> str:
+    """The per-user and per-tier chargeback tables as text."""
+    users = [{"user": u.user, "tier": u.group, "calls": u.authorized, "limited": u.limited, "tokens": u.total_tokens,
+              "cost": f"{u.cost:.4f}"} for u in report.users]
+    tiers = [{"tier": t["group"], "users": t["users"], "calls": t["authorized"], "limited": t["limited"],
+              "tokens": t["total_tokens"], "cost": f"{t['cost']:.4f}"} for t in report.tiers()]
+    return format_table(users) + "\n\n" + format_table(tiers)
 
 
 def run_demo(policies: list[str], schema: str = "seed", runs_dir: str = "runs") -> int:
@@ -52,11 +44,11 @@ def run_demo(policies: list[str], schema: str = "seed", runs_dir: str = "runs") 
         if locust.returncode and "Traceback" in locust.stderr or not (Path(runs_dir) / "latest").exists():
             print(locust.stderr[-3000:], file=sys.stderr)
         code = locust.returncode
-        run = Path(runs_dir) / "latest"
-        v = gather(run, schema=schema)
-    users, tiers = chargeback_rows(v, policies)
-    print(f"\nchargeback for {run.resolve().name} ({plan.currency}; calls and limited as the gateway counted them)\n")
-    print(format_table(users) + "\n\n" + format_table(tiers))
+        run = (Path(runs_dir) / "latest").resolve()
+        report = from_run(str(run), {}, {})
+    print(f"\nchargeback for {run.name} ({plan.currency}; {report.source})\n")
+    print(chargeback_tables(report))
+    paths = write_all(report, run / "report")
     verdict = "PASS: every check passed" if code == 0 else f"FAIL: the checks failed (exit {code})"
-    print(f"\n{verdict}; run record {run.resolve()}")
+    print(f"\n{verdict}; run record {run}\nreport: {paths[2]} (also .csv, .json)")
     return code

@@ -9,7 +9,7 @@ import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
-from .counters import Series, Snapshot, counter_identity
+from .counters import Series, Snapshot, walk
 from .schema import CANDIDATE_METRICS
 
 PER_USER_SERIES = '{__name__=~"%s", user!=""}' % "|".join(CANDIDATE_METRICS)
@@ -85,25 +85,26 @@ class PrometheusSource:
         result = self._call(f"query {query!r}", self._client.custom_query, query, params={"time": f"{at:.3f}"})
         return [(series["metric"], [(float(t), float(v)) for t, v in series["values"]]) for series in result]
 
-    def resets(self, start: float, end: float) -> dict[str, int]:
-        """user -> how many of its counters were reset between `start` and `end` (epoch s): a fall `resets()`
-        sees, or a series missing from successful scrapes after its first sample (a restarted Limitador drops
-        every series until its next increment; `resets()` misses that when the value comes back as high)."""
+    def scrapes(self, window: str, at: float) -> dict[tuple, list[float]]:
+        """(job, instance) -> sorted times of the target's successful scrapes in the `window` before `at`."""
+        return {(labels.get("job"), labels.get("instance")): sorted(t for t, up in samples if up == 1)
+                for labels, samples in self.matrix(f"up[{window}]", at)}
+
+    def history(self, start: float, end: float) -> list[tuple[str, dict[str, str], list[tuple[float, float]], list[float]]]:
+        """Every per-user chargeback series between `start` and `end`: (metric, labels, raw samples, its target's
+        successful scrape times)."""
         window = f"{max(1, int(end - start + 0.999))}s"
-        scrapes: dict[tuple, set[float]] = {}
-        for labels, samples in self.matrix(f"up[{window}]", end):
-            scrapes[(labels.get("job"), labels.get("instance"))] = {t for t, up in samples if up == 1}
-        reset: dict[tuple, str] = {}  # counter -> its user
-        for name in CANDIDATE_METRICS:  # one name a query: resets() drops it
-            for labels, value in self.vector(f'resets({name}{{user!=""}}[{window}])', at=end):
-                if value > 0:
-                    reset[(name, counter_identity(labels))] = labels["user"]
-            for labels, samples in self.matrix(f'{name}{{user!=""}}[{window}]', end):
-                seen = {t for t, _ in samples}
-                target = scrapes.get((labels.get("job"), labels.get("instance")), set())
-                if any(t not in seen for t in target if t >= min(seen)):
-                    reset[(name, counter_identity(labels))] = labels["user"]
+        scrapes = self.scrapes(window, end)
+        return [(name, labels, samples, scrapes.get((labels.get("job"), labels.get("instance")), []))
+                for name in CANDIDATE_METRICS for labels, samples in self.matrix(f'{name}{{user!=""}}[{window}]', end)]
+
+    def resets(self, start: float, end: float) -> dict[str, int]:
+        """user -> how many of its counters restarted between `start` and `end` (epoch s): a fall, a gap in its
+        samples while its target was scraped, or no sample in the target's last successful scrapes."""
         found: dict[str, int] = {}
-        for user in reset.values():
-            found[user] = found.get(user, 0) + 1
+        for _, labels, samples, scrapes in self.history(start, end):
+            _, restarts, _ = walk(samples, samples[0][1], scrapes)
+            vanished = bool(scrapes) and scrapes[-1] > samples[-1][0]
+            if restarts or vanished:
+                found[labels["user"]] = found.get(labels["user"], 0) + 1
         return found

@@ -107,3 +107,12 @@ def test_fault_specs() -> None:
     assert not faults.take("over-limit", "freeuser1")
     with pytest.raises(ValueError, match=r"^--fault 'reset-after:soon': expected one of "):
         Faults.parse(["reset-after:soon"])
+
+
+def test_walk_counts_raw_increases_through_restarts_without_extrapolation() -> None:
+    from chargeback.counters import walk
+    scrapes = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert walk([(1.0, 5.0), (2.0, 7.0), (3.0, 7.0)], 4.0, scrapes) == (3.0, 0, [(1.0, 1.0), (2.0, 3.0), (3.0, 3.0)])
+    assert walk([(2.0, 2.0), (3.0, 3.0)], None, scrapes)[:2] == (3.0, 0)  # born in the range: counts from 0
+    assert walk([(1.0, 9.0), (2.0, 1.0), (3.0, 4.0)], 9.0, scrapes)[:2] == (4.0, 1)  # a fall
+    assert walk([(1.0, 3.0), (5.0, 3.0), (6.0, 4.0)], 3.0, scrapes)[:2] == (4.0, 1)  # missing at 2-4: a restart

@@ -1,0 +1,179 @@
+"""Chargeback reports: usage and cost per user and tier, from a run record or from Prometheus over a time range."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .counters import counter_identity, deduplicated, walk
+from .plan import Plan, Price
+from .prometheus import PrometheusSource
+from .record import RunRecord
+from .schema import CANDIDATE_METRICS, detect_schema, schema_named
+from .verify import Verification, VerifyError, gather
+
+UNKNOWN_TIER = "(unknown)"
+
+
+@dataclass
+class Usage:
+    """One user's usage and cost; None where the source cannot know (a Prometheus range has no client view)."""
+
+    user: str
+    group: str
+    authorized: int
+    limited: int
+    cost: float
+    sent: int | None = None
+    rejected: int | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    source: str = "server"
+    note: str = ""
+
+
+@dataclass
+class Report:
+    title: str
+    source: str  # where the numbers come from, in words
+    currency: str
+    users: list[Usage]
+    timelines: dict[str, list[tuple[float, int, int]]]  # user -> (seconds from start, authorized, limited) so far
+    flags: list[str] = field(default_factory=list)
+    generated: float = field(default_factory=time.time)
+
+    def tiers(self) -> list[dict[str, Any]]:
+        totals: dict[str, dict[str, Any]] = {}
+        for u in self.users:
+            row = totals.setdefault(u.group, {"group": u.group, "users": 0, "authorized": 0, "limited": 0,
+                                              "total_tokens": 0, "cost": 0.0})
+            row["users"] += 1
+            row["authorized"] += u.authorized
+            row["limited"] += u.limited
+            row["total_tokens"] += u.total_tokens or 0
+            row["cost"] += u.cost
+        return [totals[g] for g in sorted(totals)]
+
+
+def parse_prices(items: list[str], per: str) -> dict[str, float]:
+    """`TIER=USD` pairs from the command line; a one-line ValueError naming the bad one."""
+    prices = {}
+    for item in items:
+        tier, _, amount = item.partition("=")
+        try:
+            prices[tier] = float(amount)
+        except ValueError:
+            raise ValueError(f"--{per} {item!r}: expected TIER=AMOUNT, e.g. free=0.001") from None
+        if not tier or prices[tier] < 0:
+            raise ValueError(f"--{per} {item!r}: expected TIER=AMOUNT with an amount >= 0")
+    return prices
+
+
+def price_list(tiers: dict[str, dict[str, float]], per_call: dict[str, float],
+               per_1k_tokens: dict[str, float]) -> dict[str, Price]:
+    """The Plan's prices per tier, with command-line overrides."""
+    names = set(tiers) | set(per_call) | set(per_1k_tokens)
+    return {t: Price(per_call.get(t, tiers.get(t, {}).get("per_call", 0.0)),
+                     per_1k_tokens.get(t, tiers.get(t, {}).get("per_1k_tokens", 0.0))) for t in names}
+
+
+def _cost(prices: dict[str, Price], tier: str, calls: int, tokens: int) -> float:
+    return prices[tier].cost(calls, tokens) if tier in prices else 0.0
+
+
+def from_run(run: str, per_call: dict[str, float], per_1k_tokens: dict[str, float],
+             prometheus_url: str | None = None) -> Report:
+    """Usage from a run record: the server's counters where the record (or Prometheus) has them, checked
+    against the ledger; the ledger alone, said so, where it has none."""
+    record = RunRecord.load(run)
+    plan = record.meta["plan"]
+    tiers = {i["user"]: i["tier"] for i in plan["identities"]}
+    prices = price_list({t: v["price"] for t, v in plan["tiers"].items()}, per_call, per_1k_tokens)
+    try:
+        verification: Verification | None = gather(record.path, prometheus_url=prometheus_url)
+    except VerifyError:
+        verification = None
+    users, flags = [], []
+    for account in sorted(record.ledger.accounts.values(), key=lambda a: (a.tier, a.user)):
+        check = verification.users.get(account.user) if verification else None
+        authorized, limited, source, note = account.authorized, account.limited, "ledger", "no server counters"
+        if check is not None:
+            authorized, limited, source, note = check.server_authorized, check.server_limited, "server", ""
+            if (authorized, limited) != (account.authorized, account.limited) or check.resets:
+                note = (f"DISAGREES with the ledger: client saw {account.authorized} authorized / {account.limited} "
+                        f"limited" + (f"; {check.resets} counter reset(s)" if check.resets else ""))
+                flags.append(f"{account.user}: {note}")
+        tier = tiers.get(account.user, account.tier)
+        users.append(Usage(
+            account.user, check.group if check else tier, authorized, limited,
+            _cost(prices, tier, authorized, account.total_tokens), account.sent, account.rejected,
+            account.prompt_tokens, account.completion_tokens, account.total_tokens, source, note))
+    start = record.meta["started"]
+    timelines = {}
+    for account in record.ledger.accounts.values():
+        authorized = limited = 0
+        points = []
+        for sent, _, status in sorted(account.timeline):
+            authorized += status not in (0, 401, 403, 429)
+            limited += status == 429
+            points.append((sent - start, authorized, limited))
+        timelines[account.user] = points
+    where = ("the gateway's counters (snapshots in the run record), checked against the client's ledger"
+             if verification else "the client's ledger only: the record holds no server snapshots")
+    return Report(f"Chargeback for run {record.meta['run_id']} ({record.meta['scenario']})", where,
+                  plan.get("currency", "USD"), users, timelines, flags)
+
+
+def from_prometheus(url: str, since: float, plan: Plan, per_call: dict[str, float], per_1k_tokens: dict[str, float],
+                    schema: str | None = None, job: str | None = None, now: float | None = None) -> Report:
+    """Usage over the last `since` seconds from raw counter samples (restarts handled, no extrapolation)."""
+    end = now or time.time()
+    start = end - since
+    source = PrometheusSource(url, job=job)
+    history = source.history(start, end)
+    names: dict[str, set[str]] = {}
+    for name, labels, _, _ in history:
+        names.setdefault(name, set()).update(labels)
+    found = schema_named(schema) if schema else detect_schema(names)
+    if found is None:
+        raise VerifyError(f"Prometheus at {url}: no chargeback metrics with a user label in the last {since:g} s "
+                          f"(looked for {', '.join(CANDIDATE_METRICS)})")
+    kinds = {found.authorized: 0, found.limited: 1}
+    baselines = {(name, key): value for name in kinds
+                 for key, (_, value) in deduplicated(source.vector(f'{name}{{user!=""}}', at=start)).items()}
+    counters: dict[tuple, tuple[dict[str, str], float, list[tuple[float, float]], int]] = {}
+    for name, labels, samples, scrapes in history:
+        if name in kinds:
+            key = (name, counter_identity(labels))
+            increase, _, points = walk(samples, baselines.get(key), scrapes)
+            if key not in counters or increase > counters[key][1]:  # copies from several jobs: keep one
+                counters[key] = (labels, increase, points, kinds[name])
+    tiers = plan.user_groups()
+    prices = price_list({t: {"per_call": v.price.per_call, "per_1k_tokens": v.price.per_1k_tokens}
+                         for t, v in plan.tiers.items()}, per_call, per_1k_tokens)
+    per_user: dict[str, list[float]] = {}
+    groups: dict[str, str] = {}
+    events: dict[str, list[tuple[float, int, int]]] = {}
+    for labels, increase, points, kind in counters.values():
+        user = labels[found.user_label]
+        per_user.setdefault(user, [0.0, 0.0])[kind] += increase
+        groups[user] = labels.get(found.group_label) or tiers.get(user, UNKNOWN_TIER)
+        previous = 0.0
+        for t, total in points:
+            if total > previous:
+                events.setdefault(user, []).append((t - start, kind, int(total - previous)))
+            previous = total
+    users = [Usage(user, groups[user], round(a), round(l), _cost(prices, tiers.get(user, groups[user]), round(a), 0),
+                   source="server", note="")
+             for user, (a, l) in sorted(per_user.items())]
+    timelines = {}
+    for user, changes in events.items():
+        authorized = limited = 0
+        timelines[user] = []
+        for t, kind, amount in sorted(changes):
+            authorized += amount if kind == 0 else 0
+            limited += amount if kind == 1 else 0
+            timelines[user].append((t, authorized, limited))
+    return Report(f"Chargeback, last {since / 3600:g} h", f"Prometheus at {url}: raw counter samples "
+                  f"({found.name} schema), restarts handled, no extrapolation", plan.currency, users, timelines)

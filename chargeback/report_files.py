@@ -1,0 +1,145 @@
+"""Writing a Report: CSV (the seed's columns first), JSON, and one self-contained HTML page with SVG plots."""
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
+
+from .report import Report  # noqa: E402
+
+plt.rcParams.update({"svg.fonttype": "none", "figure.dpi": 96})  # text stays text in the SVG
+CSV_COLUMNS = ["timestamp", "user", "group", "calls", "cost", "sent", "authorized", "limited", "rejected",
+               "prompt_tokens", "completion_tokens", "total_tokens", "source", "note"]
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
+def write_csv(report: Report, path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for u in report.users:
+            writer.writerow({**asdict(u), "timestamp": _iso(report.generated), "calls": u.authorized,
+                             "cost": f"{u.cost:.6f}"})
+
+
+def write_json(report: Report, path: Path) -> None:
+    path.write_text(json.dumps({
+        "title": report.title, "source": report.source, "currency": report.currency,
+        "generated": _iso(report.generated), "flags": report.flags,
+        "users": [asdict(u) for u in report.users], "tiers": report.tiers(),
+    }, indent=1) + "\n")
+
+
+def _svg(fig: plt.Figure) -> str:
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buffer.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _requests_over_time(report: Report) -> str:
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for user, points in sorted(report.timelines.items()):
+        if not points:
+            continue
+        times = [p[0] for p in points]
+        line, = ax.step(times, [p[1] for p in points], where="post", label=f"{user} authorized")
+        if any(p[2] for p in points):
+            ax.step(times, [p[2] for p in points], where="post", linestyle="--", color=line.get_color(),
+                    label=f"{user} limited")
+    ax.set(title="Requests over time per user (authorized vs limited)", xlabel="seconds from the start",
+           ylabel="requests so far")
+    ax.legend(loc="upper left", fontsize="small")
+    ax.grid(alpha=0.3)
+    return _svg(fig)
+
+
+def _per_tier(report: Report) -> str:
+    tiers = report.tiers()
+    names = [t["group"] for t in tiers]
+    x = range(len(names))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar([i - 0.2 for i in x], [t["authorized"] for t in tiers], width=0.4, label="authorized")
+    ax.bar([i + 0.2 for i in x], [t["limited"] for t in tiers], width=0.4, label="limited")
+    ax.set_xticks(list(x), names)
+    ax.set(title="Authorized vs limited per tier", xlabel="tier", ylabel="requests")
+    ax.legend()
+    return _svg(fig)
+
+
+def _cost(report: Report) -> str:
+    tiers = report.tiers()
+    fig, (by_tier, by_user) = plt.subplots(1, 2, figsize=(10, 4))
+    by_tier.bar([t["group"] for t in tiers], [t["cost"] for t in tiers], color="tab:green", label="cost")
+    by_tier.set(title="Cost per tier", xlabel="tier", ylabel=f"cost ({report.currency})")
+    by_tier.legend()
+    by_user.bar([u.user for u in report.users], [u.cost for u in report.users], color="tab:olive", label="cost")
+    by_user.set(title="Cost per user", xlabel="user", ylabel=f"cost ({report.currency})")
+    by_user.tick_params(axis="x", labelrotation=30)
+    by_user.legend()
+    return _svg(fig)
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in columns) + "</tr>"
+                   for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def write_html(report: Report, path: Path) -> None:
+    flags = "".join(f"<li>{html.escape(f)}</li>" for f in report.flags)
+    users = [asdict(u) for u in report.users]
+    path.write_text(f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(report.title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }}
+th:first-child, td:first-child {{ text-align: left; }}
+.flags {{ color: #a00; }}
+figure {{ margin: 1.5em 0; }}
+</style></head><body>
+<h1>{html.escape(report.title)}</h1>
+<p>Source: {html.escape(report.source)}. Generated {_iso(report.generated)}. Currency: {html.escape(report.currency)}.</p>
+{f'<h2 class="flags">Disagreements</h2><ul class="flags">{flags}</ul>' if flags else '<p>No disagreement between the server and the client.</p>'}
+<h2>Per tier</h2>
+{_table(report.tiers(), ["group", "users", "authorized", "limited", "total_tokens", "cost"])}
+<h2>Per user</h2>
+{_table(users, ["user", "group", "sent", "authorized", "limited", "rejected", "prompt_tokens", "completion_tokens",
+                "total_tokens", "cost", "source", "note"])}
+<h2>Plots</h2>
+<figure>{_requests_over_time(report)}</figure>
+<figure>{_per_tier(report)}</figure>
+<figure>{_cost(report)}</figure>
+</body></html>
+""")
+
+
+def write_all(report: Report, out: Path, stem: str = "chargeback") -> list[Path]:
+    """`<stem>.csv`, `<stem>.json`, `<stem>.html` in `out`; their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.csv", out / f"{stem}.json", out / f"{stem}.html"]
+    write_csv(report, paths[0])
+    write_json(report, paths[1])
+    write_html(report, paths[2])
+    return paths
