@@ -62,7 +62,7 @@ class PrometheusSource:
             scrapes = self.last_scrapes()
             if scrapes and min(scrapes.values()) > after:
                 return max(scrapes.values())
-            time.sleep(0.2)
+            time.sleep(0.1)
         job = f" of job {self.job}" if self.job else ""
         state = "no target is up" if not scrapes else "no scrape after the last request"
         raise MetricsSourceError(f"Prometheus at {self.url}: {state}{job} within {timeout:g}s")
