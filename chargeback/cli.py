@@ -13,6 +13,7 @@ from .demo import run_demo
 from .manifests import ManifestError
 from .plan import DEFAULT_POLICY, load_plan, parse_window
 from .record import RecordError
+from .rules import main_rules
 from .verify import VerifyError
 from .prometheus import MetricsSourceError
 from .schema import SCHEMAS
@@ -54,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --since: manifests giving tiers and prices (default deploy/kuadrant)")
     report.add_argument("--schema", choices=sorted(SCHEMAS), help="metric names (default: detected)")
     report.add_argument("--job", help="Prometheus scrape job of the gateway's metrics (default: any)")
+    rules = commands.add_parser("rules", help="Prometheus recording rules for chargeback, from the manifests")
+    rules.add_argument("--schema", required=True, choices=sorted(SCHEMAS), help="metric names the rules read")
+    rules.add_argument("--policy", action="append", metavar="PATH",
+                       help="Kuadrant manifest file or folder (repeatable; default deploy/kuadrant)")
+    rules.add_argument("--out", metavar="FILE", help="write the rule file here (default: standard output)")
     return parser
 
 
@@ -115,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(args.policy or [DEFAULT_POLICY], args.schema)
         if args.command == "report":
             return _report(args)
+        if args.command == "rules":
+            return main_rules(args)
     except (ManifestError, MetricsSourceError, RecordError, VerifyError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
