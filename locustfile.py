@@ -8,6 +8,7 @@ deploy/kuadrant. It is read when Locust imports this file, because the user clas
 """
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import Any
@@ -30,6 +31,7 @@ try:
 except ManifestError as exc:  # one line naming the file and field, not a traceback
     sys.exit(f"error: {exc}")
 RUN = Run(PLAN)
+gc.set_threshold(10_000, 10, 10)  # fewer young-generation collections: the ledger's per-request cost stays small
 USER_CLASSES = tier_user_classes(PLAN, RUN)
 globals().update({cls.__name__: cls for cls in USER_CLASSES})
 _BY_TIER = {cls.tier: cls for cls in USER_CLASSES}

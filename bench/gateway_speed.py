@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -64,11 +64,11 @@ class WrkResult:
     socket_errors: str | None
 
 
-def check_prerequisites() -> None:
-    """Raise a one-line RuntimeError when a tool is missing or CPUs 0 and 1 are not both usable."""
-    for tool, hint in INSTALL_HINTS.items():
+def check_prerequisites(tools: Iterable[str] = tuple(INSTALL_HINTS)) -> None:
+    """Raise a one-line RuntimeError when one of `tools` or Locust is missing or CPUs 0 and 1 are not both usable."""
+    for tool in tools:
         if shutil.which(tool) is None:
-            raise RuntimeError(f"{tool} not found on PATH; install it: {hint}")
+            raise RuntimeError(f"{tool} not found on PATH; install it: {INSTALL_HINTS[tool]}")
     if importlib.util.find_spec("locust") is None:
         raise RuntimeError(f"locust is not installed for {sys.executable}; install it: pip install locust")
     usable = os.sched_getaffinity(0)
@@ -146,10 +146,10 @@ def write_wrk_script(workdir: Path) -> Path:
     return path
 
 
-def run_tool(argv: list[str], seconds: int) -> subprocess.CompletedProcess[str]:
-    """Run a load generator pinned to the load CPU, with a bounded wait."""
+def run_tool(argv: list[str], seconds: int, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a load generator pinned to the load CPU, with a bounded wait; `env` replaces the environment if given."""
     return subprocess.run(["taskset", "-c", LOAD_CPU, *argv], capture_output=True, text=True,
-                          timeout=seconds + 60, cwd=str(REPO_ROOT))
+                          timeout=seconds + 60, cwd=str(REPO_ROOT), env=env)
 
 
 def run_wrk(url: str, script: Path, seconds: int) -> WrkResult:
@@ -174,10 +174,17 @@ def require_all_2xx(result: WrkResult, what: str) -> None:
 
 def run_locust(url: str, workdir: Path, seconds: int) -> float:
     """One headless Locust process of bench/locust_bare.py users; the Aggregated Requests/s from its CSV."""
-    prefix = workdir / "locust"
-    done = run_tool([sys.executable, "-m", "locust", "-f", str(BENCH_DIR / "locust_bare.py"), "--headless",
-                     "-u", str(CONNECTIONS), "-r", str(CONNECTIONS), "-t", f"{seconds}s", "-H", url,
-                     "--only-summary", "--csv", str(prefix)], seconds)
+    return run_locust_csv(["-f", str(BENCH_DIR / "locust_bare.py"), "--headless", "-u", str(CONNECTIONS),
+                           "-r", str(CONNECTIONS), "-t", f"{seconds}s", "-H", url, "--only-summary"],
+                          workdir / "locust", seconds)
+
+
+def run_locust_csv(options: list[str], prefix: Path, seconds: int, env: dict[str, str] | None = None) -> float:
+    """`python -m locust <options> --csv <prefix>` pinned to the load CPU; the Aggregated Requests/s from its CSV.
+
+    Fails when Locust made no requests or recorded any failure, because then the full path was not measured.
+    """
+    done = run_tool([sys.executable, "-m", "locust", *options, "--csv", str(prefix)], seconds, env)
     stats = Path(f"{prefix}_stats.csv")
     if not stats.exists():
         raise RuntimeError(f"locust wrote no {stats.name} (exit {done.returncode}): {done.stderr.strip()[-300:]}")
@@ -232,24 +239,39 @@ def report(figures: dict[str, Figure]) -> None:
     print(f"stand-in / nginx = {stand_in / figures['nginx'].requests_per_second:.2f}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=5, help="duration of each load run (default 5)")
-    args = parser.parse_args(argv)
-    if args.seconds < 1:
-        parser.error("--seconds must be at least 1")
-    workdir = Path(tempfile.mkdtemp(prefix="gateway-speed-"))
+def parse_count(argv: list[str] | None, doc: str, flag: str, default: int, help_text: str) -> int:
+    """The benchmark's one option, a whole number >= 1."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument(flag, type=int, default=default, help=help_text)
+    value = getattr(parser.parse_args(argv), flag.lstrip("-").replace("-", "_"))
+    if value < 1:
+        parser.error(f"{flag} must be at least 1")
+    return value
+
+
+def run_in_workdir(prefix: str, body: Callable[[Path], None], errors: tuple[type[Exception], ...] = ()) -> int:
+    """Run `body` in a fresh temporary folder (removed afterwards); a one-line error and exit code 1 on failure."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        check_prerequisites()
-        print(f"{args.seconds}s per run; server on CPU {SERVER_CPU}, load generator on CPU {LOAD_CPU}, "
-              f"{CONNECTIONS} connections", flush=True)
-        report(measure(args.seconds, workdir))
-    except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
+        body(workdir)
+    except (RuntimeError, subprocess.TimeoutExpired, OSError, *errors) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    seconds = parse_count(argv, __doc__, "--seconds", 5, "duration of each load run (default 5)")
+
+    def body(workdir: Path) -> None:
+        check_prerequisites()
+        print(f"{seconds}s per run; server on CPU {SERVER_CPU}, load generator on CPU {LOAD_CPU}, "
+              f"{CONNECTIONS} connections", flush=True)
+        report(measure(seconds, workdir))
+
+    return run_in_workdir("gateway-speed-", body)
 
 
 if __name__ == "__main__":

@@ -78,8 +78,8 @@ def _step(world: _World, rates: tuple[Rate, ...], sent: float, done: float) -> s
     return outcomes
 
 
-def expect(timeline: list[list[float]], rates: list[Rate]) -> Expectation:
-    """The expectation for one identity; `timeline` holds [sent, done, status] per request."""
+def expect(timeline: list[tuple[float, float, int]], rates: list[Rate]) -> Expectation:
+    """The expectation for one identity; `timeline` holds (sent, answered, status) per request."""
     rates_t = tuple(rates)
     worlds = {_World(0, 0, (None,) * len(rates_t), (0,) * len(rates_t))}
     reaching = [(s, d, status) for s, d, status in sorted(timeline) if status not in (401, 403)]

@@ -41,7 +41,7 @@ class Account:
     total_tokens: int = 0
     first: float | None = None
     last: float | None = None
-    timeline: list[list[float]] = field(default_factory=list)  # [sent, answered (epoch s), status] per request
+    timeline: list[tuple[float, float, int]] = field(default_factory=list)  # (sent, answered, status) per request
 
     def merge(self, other: "Account") -> None:
         for name in COUNTS:
@@ -74,7 +74,7 @@ class Ledger:
             account.first = sent_at
         if account.last is None or sent_at > account.last:
             account.last = sent_at
-        account.timeline.append([sent_at, done_at, status])
+        account.timeline.append((sent_at, done_at, status))  # a tuple of atoms: the garbage collector skips it
 
     def drain(self) -> list[dict[str, Any]]:
         """Everything recorded since the last drain, as JSON-able data; the ledger starts empty again."""
@@ -85,7 +85,7 @@ class Ledger:
     def merge(self, data: list[dict[str, Any]]) -> None:
         """Add a drained delta (from a worker) into this ledger."""
         for item in data:
-            other = Account(**item)
+            other = Account(**{**item, "timeline": [tuple(t) for t in item["timeline"]]})
             mine = self.accounts.get(other.user)
             if mine is None:
                 self.accounts[other.user] = other

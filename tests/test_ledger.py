@@ -24,7 +24,7 @@ def test_record_counts_tokens_times_and_timeline() -> None:
                                 "completion_tokens", "total_tokens", "first", "last")} == {
         "sent": 3, "authorized": 1, "limited": 1, "rejected": 0, "errors": 1, "prompt_tokens": 2,
         "completion_tokens": 10, "total_tokens": 12, "first": 10.0, "last": 11.0}
-    assert row["timeline"] == [[10.5, 10.6, 200], [10.0, 10.2, 429], [11.0, 41.0, 0]]
+    assert row["timeline"] == [(10.5, 10.6, 200), (10.0, 10.2, 429), (11.0, 41.0, 0)]
     assert ledger.last_answer() == 41.0
 
 
