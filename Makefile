@@ -1,4 +1,5 @@
-# `make test` and `make demo` do their own set-up: Debian's prometheus (when missing) and the pinned Python packages.
+# `make test` and `make demo` do their own set-up: Debian's prometheus (and chromium for the tests) when missing,
+# and the pinned Python packages.
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
@@ -25,3 +26,5 @@ stack: setup
 bench: setup
 	@command -v wrk >/dev/null && command -v nginx >/dev/null || ($(APT_INSTALL) wrk nginx-light)
 	$(PYTHON) bench/gateway_speed.py
+	$(PYTHON) bench/ledger_overhead.py
+	$(PYTHON) bench/verdict_latency.py
