@@ -39,15 +39,17 @@ def free_port() -> int:
 
 
 def render_config(targets: list[str], job: str = "limitador", scrape_interval: str = "1s",
-                  metrics_path: str = "/metrics", rule_files: list[str] | None = None) -> str:
-    """Return prometheus.yml text scraping `targets` (host:port) as a single job."""
+                  metrics_path: str = "/metrics", rule_files: list[str] | None = None,
+                  extra_jobs: list[str] | None = None) -> str:
+    """Return prometheus.yml text scraping `targets` (host:port) as `job`, and again as each of `extra_jobs`
+    (duplicate series, as two ServiceMonitors on one Limitador give)."""
     config: dict = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "scrape_configs": [{
-            "job_name": job,
+            "job_name": name,
             "metrics_path": metrics_path,
             "static_configs": [{"targets": list(targets)}],
-        }],
+        } for name in [job, *(extra_jobs or [])]],
     }
     if rule_files:
         config["rule_files"] = list(rule_files)
@@ -59,10 +61,12 @@ class PrometheusServer:
 
     def __init__(self, targets: list[str], port: int = 0, job: str = "limitador",
                  scrape_interval: str = "1s", data_dir: str | None = None,
-                 binary: str | None = None, extra_rule_files: list[str] | None = None) -> None:
+                 binary: str | None = None, extra_rule_files: list[str] | None = None,
+                 extra_jobs: list[str] | None = None) -> None:
         self.targets = list(targets)
         self.port = port or free_port()
         self.job = job
+        self.extra_jobs = list(extra_jobs or [])
         self.scrape_interval = scrape_interval
         self.binary = binary or find_binary()
         self.rule_files = list(extra_rule_files or [])
@@ -77,7 +81,8 @@ class PrometheusServer:
         os.makedirs(self.data_dir, exist_ok=True)
         config_path = os.path.join(self.data_dir, "prometheus.yml")
         with open(config_path, "w") as f:
-            f.write(render_config(self.targets, self.job, self.scrape_interval, rule_files=self.rule_files))
+            f.write(render_config(self.targets, self.job, self.scrape_interval, rule_files=self.rule_files,
+                                  extra_jobs=self.extra_jobs))
         self.process = ManagedProcess(
             "prometheus",
             [self.binary, f"--config.file={config_path}",

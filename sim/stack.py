@@ -20,13 +20,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 class LocalStack:
     """Gateway + Prometheus on loopback ports; `start()` returns once Prometheus has scraped the gateway.
 
-    `rule_files` (e.g. deploy/prometheus/chargeback-rules-<schema>.yaml) are loaded into Prometheus.
+    `rule_files` (e.g. deploy/prometheus/chargeback-rules-<schema>.yaml) are loaded into Prometheus; each of
+    `extra_jobs` scrapes the gateway once more (duplicate series, as from two monitors).
     """
 
     def __init__(self, policies: list[str] | None = None, schema: str = "seed", gateway_port: int = 0,
                  prometheus_port: int = 0, namespace: str | None = None, ttft: float = 0.0,
                  per_token: float = 0.0, scrape_interval: str = "1s", faults: list[str] | None = None,
-                 rule_files: list[str] | None = None):
+                 rule_files: list[str] | None = None, extra_jobs: list[str] | None = None):
         self.policies = policies or [DEFAULT_POLICY]
         self.schema = schema
         self.gateway_port = gateway_port or free_port()
@@ -44,7 +45,8 @@ class LocalStack:
             self.prometheus = PrometheusServer([f"127.0.0.1:{self.gateway_port}"], port=self.prometheus_port,
                                                scrape_interval=scrape_interval,
                                                data_dir=os.path.join(self.workdir, "prometheus"),
-                                               extra_rule_files=[str(Path(f).resolve()) for f in rule_files or []])
+                                               extra_rule_files=[str(Path(f).resolve()) for f in rule_files or []],
+                                               extra_jobs=extra_jobs)
         except RuntimeError:  # no prometheus binary: leave no working folder behind
             shutil.rmtree(self.workdir, ignore_errors=True)
             raise

@@ -135,6 +135,32 @@ def test_the_gateways_metrics_url_is_a_source_without_prometheus(stack: LocalSta
     assert (code, failures(outcomes), len(outcomes)) == (0, {}, CHECKS_PER_SEED_RUN), output[-3000:]
 
 
+def test_streamed_chat_completions_are_accounted_from_the_last_sse_frame(stack: LocalStack, tmp_path: Path) -> None:
+    stack.restart_gateway()
+    args = locust_args(stack.gateway_url, tmp_path, [DEPLOY], "--headless", "--scenario", "chat-streaming",
+                       "--prometheus-url", stack.prometheus_url)
+    args[args.index("-f") + 1] = str(ROOT / "tests" / "locust_streaming.py")
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    code, outcomes, output = checks(tmp_path / "latest", tmp_path)
+    assert (code, failures(outcomes)) == (0, {}), output[-3000:]
+    accounts = RunRecord.load(tmp_path / "latest").ledger.accounts
+    assert {u: (a.authorized, a.prompt_tokens, a.total_tokens) for u, a in accounts.items()} == {
+        "premiumuser1": (3, 6, 21), "premiumuser2": (3, 6, 21)}
+
+
+def test_duplicate_series_from_two_scrape_jobs_are_counted_once(tmp_path: Path) -> None:
+    with LocalStack([str(DEPLOY)], extra_jobs=["limitador-copy"]) as twice:
+        run = locust_run(twice, tmp_path)
+        code, outcomes, output = checks(run, tmp_path)
+    assert (code, failures(outcomes), len(outcomes)) == (0, {}, CHECKS_PER_SEED_RUN), output[-3000:]
+    after = RunRecord.load(run).snapshots["after"].series["authorized_calls_with_user_and_group"]
+    assert sorted((labels["user"], labels["job"], value) for labels, value in after) == [
+        ("freeuser1", "limitador", 2), ("freeuser1", "limitador-copy", 2),
+        ("premiumuser1", "limitador", 8), ("premiumuser1", "limitador-copy", 8),
+        ("premiumuser2", "limitador", 6), ("premiumuser2", "limitador-copy", 6)]
+
+
 def test_unusable_inputs_fail_with_one_line(tmp_path: Path) -> None:
     code, _, output = checks(tmp_path / "nothing", tmp_path)
     assert code == 4 and f"ERROR: {tmp_path}/nothing/record.json: no such file (not a run record folder?)" in output
