@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import orjson
 
-from chargeback.expressions import ExpressionError
+from chargeback.expressions import CelExpression, ExpressionError
 from chargeback.manifests import ManifestError
 from chargeback.plan import Identity, Limit, Plan, load_plan
 from chargeback.schema import SCHEMAS, MetricSchema, schema_named
@@ -45,6 +45,14 @@ def _specs(limit: Limit, values: tuple[str, ...]) -> list[CounterSpec]:
     return [CounterSpec(limit.name, i, values, rate.limit, rate.window, hits) for i, rate in enumerate(limit.rates)]
 
 
+def _label_value(expression: CelExpression, identity: Identity) -> str:
+    """A TelemetryPolicy label for one identity; empty (so Prometheus drops the label) when it cannot be built."""
+    try:
+        return str(expression.evaluate(identity.auth))
+    except ExpressionError:
+        return ""
+
+
 class Gateway:
     """A raw ASGI app enforcing a Plan the way Authorino and Limitador would."""
 
@@ -68,7 +76,7 @@ class Gateway:
             plan.auth.header_value(i.key).encode(): self._principal(i) for i in plan.identities if i.known
         }
 
-    def _labels(self, schema: MetricSchema) -> tuple[tuple[str, ...], dict[str, Any]]:
+    def _labels(self, schema: MetricSchema) -> tuple[tuple[str, ...], dict[str, CelExpression]]:
         if schema.name == "telemetry" and self.plan.telemetry_labels:
             return tuple(self.plan.telemetry_labels), dict(self.plan.telemetry_labels)
         if schema.name == "fork" or self.faults.no_group:
@@ -85,7 +93,7 @@ class Gateway:
                 continue  # the Plan warned about it; Kuadrant skips a limit whose counter cannot be built
             (request_specs if limit.kind == "requests" else token_specs).extend(_specs(limit, values))
         if self._label_exprs:
-            labels = tuple(str(e.evaluate(identity.auth)) for e in self._label_exprs.values())
+            labels = tuple(_label_value(e, identity) for e in self._label_exprs.values())
         else:
             labels = (identity.user, identity.group_label)[: len(self._label_names)]
         return _Principal(identity, tuple(request_specs), tuple(token_specs),
