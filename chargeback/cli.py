@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--per-token", type=float, default=0.0, help="model time per completion token, seconds")
     up.add_argument("--fault", action="append", default=[], metavar="KIND[:ARG]",
                     help="make the gateway miscount, to see the checks fail: over-limit[:USER], "
-                         "drop-authorized[:USER], double-count[:USER], no-group, reset-after:N")
+                         "drop-authorized[:USER], double-count[:USER], drop-tokens[:USER], no-group, reset-after:N")
     demo = commands.add_parser("demo", help="the seed's traffic on the local stand-in, verified in Prometheus")
     demo.add_argument("--policy", action="append", metavar="PATH",
                       help="Kuadrant manifest file or folder (repeatable; default deploy/kuadrant)")

@@ -51,6 +51,7 @@ class UserCheck:
     client: Account
     server_authorized: int
     server_limited: int
+    server_tokens: int | None  # token hits, for users under a token limit in a schema that counts them
     resets: int
     expectation: Expectation | None
     rates: list[Rate] = field(default_factory=list)
@@ -105,8 +106,10 @@ def verify(record: RunRecord, before: Snapshot, after: Snapshot, resets: dict[st
     """Put the client's ledger, the server's increases and the window model side by side, per user."""
     reached = sum(a.authorized + a.limited for a in record.ledger.accounts.values())
     schema = _schema(before, after, schema_name, reached)
-    changes = {kind: increases(before.series.get(name, []), after.series.get(name, []))
-               for kind, name in (("authorized", schema.authorized), ("limited", schema.limited))}
+    names = {"authorized": schema.authorized, "limited": schema.limited}
+    if schema.token_hits:
+        names["tokens"] = schema.token_hits
+    changes = {kind: increases(before.series.get(name, []), after.series.get(name, [])) for kind, name in names.items()}
     totals = {kind: per_user(c, schema.user_label) for kind, c in changes.items()}
     went_back = {labels.get(schema.user_label) for c in changes.values() for labels, change in c.values() if change < 0}
     labelled = groups_seen(after.series.get(schema.authorized, []) + after.series.get(schema.limited, []),
@@ -118,8 +121,10 @@ def verify(record: RunRecord, before: Snapshot, after: Snapshot, resets: dict[st
     for user in sorted(users):
         identity = identities.get(user)
         client = record.ledger.accounts.get(user) or Account(user, identity["tier"] if identity else "(unknown)")
-        rates = [Rate(name, r["limit"], r["window_seconds"]) for name in (identity or {}).get("limits", [])
-                 if limits[name]["kind"] == "requests" for r in limits[name]["rates"]]
+        applying = [limits[name] for name in (identity or {}).get("limits", [])]
+        rates = [Rate(l["name"], r["limit"], r["window_seconds"]) for l in applying if l["kind"] == "requests"
+                 for r in l["rates"]]
+        token_limited = "tokens" in totals and any(l["kind"] == "tokens" for l in applying)
         checks[user] = UserCheck(
             user=user,
             group=labelled.get(user) or (identity["tier"] if identity else client.tier),
@@ -127,6 +132,7 @@ def verify(record: RunRecord, before: Snapshot, after: Snapshot, resets: dict[st
             client=client,
             server_authorized=round(totals["authorized"].get(user, 0)),
             server_limited=round(totals["limited"].get(user, 0)),
+            server_tokens=round(totals["tokens"].get(user, 0)) if token_limited else None,
             resets=resets.get(user, 0) + (user in went_back),
             expectation=expect(client.timeline, rates) if identity else None,
             rates=rates,

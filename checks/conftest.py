@@ -28,7 +28,7 @@ def verification(config: pytest.Config) -> Verification:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     names = metafunc.fixturenames
-    if not {"user", "group", "user_rate", "expected_user"} & set(names):
+    if not {"user", "group", "user_rate", "expected_user", "token_user"} & set(names):
         return
     v = verification(metafunc.config)
     if "user" in names:
@@ -38,6 +38,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "user_rate" in names:
         cases = [(u, r) for u, c in sorted(v.users.items()) for r in c.rates]
         metafunc.parametrize("user_rate", cases, ids=[f"{u}-{r.limit_name}" for u, r in cases])
+    if "token_user" in names:
+        metafunc.parametrize("token_user", sorted(u for u, c in v.users.items() if c.server_tokens is not None) or [None])
     if "expected_user" in names:
         metafunc.parametrize("expected_user", sorted(v.expected) or [None])
 

@@ -1,5 +1,7 @@
-"""The server's authorized and limited counters rose by exactly what the client saw, per user and per group."""
+"""The server's authorized, limited and token counters rose by exactly what the client saw, per user and group."""
 from __future__ import annotations
+
+import pytest
 
 from chargeback.verify import Verification
 from checks.failures import require, row
@@ -12,6 +14,17 @@ def test_user_counters_match_the_ledger(v: Verification, user: str) -> None:
     require(not check.resets, f"{user}: {check.resets} counter(s) reset between the snapshots; "
             "the server's count cannot be compared", rows)
     require(all(r["difference"] == 0 for r in rows), f"{user}: the server counted differently", rows)
+
+
+def test_token_counters_match_the_ledger(v: Verification, token_user: str | None) -> None:
+    if token_user is None:
+        pytest.skip(f"no token counters to compare (no token limit applies, or the {v.schema.name} schema has none)")
+    check = v.users[token_user]
+    assert check.server_tokens is not None
+    rows = [row(check, "total tokens", check.client.total_tokens, check.server_tokens)]
+    require(not check.resets, f"{token_user}: {check.resets} counter(s) reset between the snapshots; "
+            "the server's count cannot be compared", rows)
+    require(rows[0]["difference"] == 0, f"{token_user}: the server counted other token hits", rows)
 
 
 def test_group_counters_match_the_ledger(v: Verification, group: str) -> None:

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ONCE_PER_USER = ("over-limit", "drop-authorized", "double-count")
+ONCE_PER_USER = ("over-limit", "drop-authorized", "double-count", "drop-tokens")
 KINDS = ONCE_PER_USER + ("no-group", "reset-after")
 
 
 @dataclass
 class Faults:
     """`over-limit[:USER]` lets one request over the limit through; `drop-authorized[:USER]` leaves one authorized
-    call out of the metrics; `double-count[:USER]` counts one twice; `no-group` serves no group label;
+    call out of the metrics; `double-count[:USER]` counts one twice; `drop-tokens[:USER]` leaves one token report
+    out of the metrics; `no-group` serves no group label;
     `reset-after:N` resets counters and metrics (as a Limitador restart does) after N requests reached the limiter.
     A fault naming no user applies to the first request it can."""
 
@@ -31,7 +32,7 @@ class Faults:
                 faults.reset_after = int(argument)
             else:
                 raise ValueError(f"--fault {spec!r}: expected one of over-limit[:USER], drop-authorized[:USER], "
-                                 "double-count[:USER], no-group, reset-after:N")
+                                 "double-count[:USER], drop-tokens[:USER], no-group, reset-after:N")
         return faults
 
     def __bool__(self) -> bool:

@@ -151,7 +151,8 @@ class Gateway:
             await respond(send, answer.status, answer.content_type, chunks=answer.chunks)
         if answer.usage is not None and principal.token_specs:
             self.limiter.report(principal.token_specs, answer.usage.total_tokens)
-            self.metrics.token_hits[labels] += answer.usage.total_tokens
+            if not (self.faults and self.faults.take("drop-tokens", principal.identity.user)):
+                self.metrics.token_hits[labels] += answer.usage.total_tokens
 
     def _inject(self, user: str, limited: bool) -> tuple[bool, int]:
         """Apply the pending faults to one request: whether it is limited, and how many authorized calls count."""

@@ -15,9 +15,10 @@ from chargeback.record import RunRecord
 from chargeback.verify import gather
 from sim.stack import LocalStack
 from test_locust_e2e import locust_args
-from test_plan import DEPLOY, ROOT
+from test_plan import DEPLOY, ROOT, limit_policy, write
 
-CHECKS_PER_SEED_RUN = 16  # 3 users x (reconciliation, window model, limit bound, expected) + 2 groups + 2 auth
+CHECKS_PER_SEED_RUN = 17  # 3 users x (reconciliation, window model, limit bound, expected) + 2 groups + 2 auth
+#                           + the token check, skipped: no token limit applies
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,8 @@ def locust_run(stack: LocalStack, runs: Path, scenario: str = "seed-demo", fault
     """A fresh gateway (counters from zero) with `faults`, one headless run; the record's folder."""
     stack.restart_gateway(faults)
     extra = ("--prometheus-url", stack.prometheus_url) if prometheus else ()
-    result = subprocess.run(locust_args(stack.gateway_url, runs, [DEPLOY], "--headless", "--scenario", scenario,
+    policies = [Path(p) for p in stack.policies]
+    result = subprocess.run(locust_args(stack.gateway_url, runs, policies, "--headless", "--scenario", scenario,
                                         *extra), cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     return (runs / "latest").resolve()
@@ -159,6 +161,25 @@ def test_duplicate_series_from_two_scrape_jobs_are_counted_once(tmp_path: Path) 
         ("freeuser1", "limitador", 2), ("freeuser1", "limitador-copy", 2),
         ("premiumuser1", "limitador", 8), ("premiumuser1", "limitador-copy", 8),
         ("premiumuser2", "limitador", 6), ("premiumuser2", "limitador-copy", 6)]
+
+
+def test_token_hits_are_reconciled_and_a_dropped_report_fails(tmp_path: Path) -> None:
+    limits = tmp_path / "limits"
+    limits.mkdir()
+    write(limits, "tokens.yaml", limit_policy("premium-tokens", "[{limit: 100000, window: 1m}]",
+                                              'auth.identity.groups.split(",").exists(g, g == "premium")',
+                                              kind="TokenRateLimitPolicy"))
+    with LocalStack([str(DEPLOY), str(limits)], schema="fork") as tokens:
+        clean = checks(locust_run(tokens, tmp_path / "clean"), tmp_path)
+        faulty = checks(locust_run(tokens, tmp_path / "faulty", faults=["drop-tokens:premiumuser2"]), tmp_path)
+    code, outcomes, output = clean
+    assert (code, failures(outcomes)) == (0, {}), output[-3000:]
+    assert {n for n, m in outcomes.items() if n.startswith("test_token")} == {
+        "test_token_counters_match_the_ledger[premiumuser1]", "test_token_counters_match_the_ledger[premiumuser2]"}
+    code, outcomes, output = faulty
+    assert code == 1 and set(failures(outcomes)) == {"test_token_counters_match_the_ledger[premiumuser2]"}, output
+    assert "premiumuser2  premium  total tokens  102     85      -         -17" in failures(outcomes)[
+        "test_token_counters_match_the_ledger[premiumuser2]"]
 
 
 def test_unusable_inputs_fail_with_one_line(tmp_path: Path) -> None:
