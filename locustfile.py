@@ -78,10 +78,11 @@ def on_quitting(environment: Environment, **_: Any) -> None:
 
 
 class ScenarioShape(LoadTestShape):
-    """Runs the chosen scenario: one simulated user per slot, all at once; stops when the scenario is done."""
+    """Runs the chosen scenario: one simulated user per slot, all at once; stops when the scenario is done (or
+    a worker is lost, whose users can never finish)."""
 
     def tick(self) -> tuple[int, float, list] | None:
-        if RUN.active and RUN.finished():
+        if RUN.active and (RUN.finished() or RUN.lost_workers()):
             return None
         options = self.runner.environment.parsed_options if self.runner else None
         slots = scenario_named(options.scenario if options else "seed-demo").slots(PLAN)

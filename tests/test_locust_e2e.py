@@ -12,6 +12,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from chargeback.verify import gather
@@ -187,3 +188,23 @@ def test_bad_manifests_or_a_scenario_the_plan_cannot_serve_stop_locust_with_one_
     assert (code, line) == (2, f"error: scenario seed-demo names user premiumuser1, which the Plan "
                                f"({DEPLOY}/auth-policy.yaml) does not have")
     assert not (tmp_path / "latest").exists()
+
+
+def test_a_lost_worker_ends_the_run_with_an_incomplete_record(policies: list[Path], tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    with LocalStack([str(p) for p in policies]) as stack:
+        locust = subprocess.Popen(locust_args(stack.gateway_url, runs, policies, "--headless", "--scenario",
+                                              "realistic-hours", "--processes", "2"), cwd=ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(100):  # bounded: until the run record exists (the workers are running users)
+            if (runs / "latest" / "record.json").exists():
+                break
+            time.sleep(0.1)
+        workers = psutil.Process(locust.pid).children()
+        assert len(workers) == 2
+        workers[0].kill()
+        _, err = locust.communicate(timeout=60)
+    record = RunRecord.load(runs / "latest")
+    assert record.state == INCOMPLETE, err[-2000:]
+    assert record.meta["reason"].startswith("worker(s) lost during the run: ")
+    assert sum(a.sent for a in record.ledger.accounts.values()) > 0  # the surviving worker's share is kept

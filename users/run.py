@@ -124,9 +124,19 @@ class Run:
         if self.finisher is not None:
             self.finisher.join(timeout=FINAL_REPORT_WAIT + 5)
 
+    def lost_workers(self) -> list[str]:
+        """Workers of this run the master no longer hears from (their users' budgets can never be spent)."""
+        if not isinstance(self.runner, MasterRunner):
+            return []
+        alive = {c.id for c in self.runner.clients.all if c not in self.runner.clients.missing}
+        return sorted(w for w in self.workers if w not in alive and w not in self.finals)
+
     def _progress(self) -> str:
         """Why the scenario is not finished yet; "" when it is."""
         assert self.scenario is not None
+        lost = self.lost_workers()
+        if lost:
+            return f"worker(s) lost during the run: {', '.join(lost)}"
         if self.finished():
             return ""
         if self.scenario.duration is not None:
@@ -136,7 +146,7 @@ class Run:
     def _finish(self, record: RunRecord | None, unfinished: str) -> None:
         """Wait (bounded) for every worker's last delta, then write the record, complete or not with the reason."""
         deadline = time.monotonic() + FINAL_REPORT_WAIT
-        while self.workers - self.finals and time.monotonic() < deadline:
+        while self.workers - self.finals - set(self.lost_workers()) and time.monotonic() < deadline:
             gevent.sleep(0.05)
         missing = sorted(self.workers - self.finals)
         reasons = [unfinished] if unfinished else []
