@@ -13,6 +13,7 @@ from .schema import CANDIDATE_METRICS, detect_schema, schema_named
 from .verify import Verification, VerifyError, gather
 
 UNKNOWN_TIER = "(unknown)"
+AUTHORIZED, LIMITED, TOKENS = 0, 1, 2  # counter kinds
 
 
 @dataclass
@@ -54,6 +55,16 @@ class Report:
             row["total_tokens"] += u.total_tokens or 0
             row["cost"] += u.cost
         return [totals[g] for g in sorted(totals)]
+
+
+def _cumulative(changes: list[tuple[float, int, int]]) -> list[tuple[float, int, int]]:
+    """(time, AUTHORIZED or LIMITED, amount) changes -> (time, authorized so far, limited so far) points."""
+    totals = [0, 0]
+    points = []
+    for t, kind, amount in sorted(changes):
+        totals[kind] += amount
+        points.append((t, totals[AUTHORIZED], totals[LIMITED]))
+    return points
 
 
 def parse_prices(items: list[str], per: str) -> dict[str, float]:
@@ -110,15 +121,9 @@ def from_run(run: str, per_call: dict[str, float], per_1k_tokens: dict[str, floa
             _cost(prices, tier, authorized, account.total_tokens), account.sent, account.rejected,
             account.prompt_tokens, account.completion_tokens, account.total_tokens, source, note))
     start = record.meta["started"]
-    timelines = {}
-    for account in record.ledger.accounts.values():
-        authorized = limited = 0
-        points = []
-        for sent, _, status in sorted(account.timeline):
-            authorized += status not in (0, 401, 403, 429)
-            limited += status == 429
-            points.append((sent - start, authorized, limited))
-        timelines[account.user] = points
+    timelines = {a.user: _cumulative([(sent - start, LIMITED if status == 429 else AUTHORIZED, 1)
+                                      for sent, _, status in a.timeline if status not in (0, 401, 403)])
+                 for a in record.ledger.accounts.values()}
     where = ("the gateway's counters (snapshots in the run record), checked against the client's ledger"
              if verification else "the client's ledger only: the record holds no server snapshots")
     return Report(f"Chargeback for run {record.meta['run_id']} ({record.meta['scenario']})", where,
@@ -139,7 +144,9 @@ def from_prometheus(url: str, since: float, plan: Plan, per_call: dict[str, floa
     if found is None:
         raise VerifyError(f"Prometheus at {url}: no chargeback metrics with a user label in the last {since:g} s "
                           f"(looked for {', '.join(CANDIDATE_METRICS)})")
-    kinds = {found.authorized: 0, found.limited: 1}
+    kinds = {found.authorized: AUTHORIZED, found.limited: LIMITED}
+    if found.token_hits:
+        kinds[found.token_hits] = TOKENS
     baselines = {(name, key): value for name in kinds
                  for key, (_, value) in deduplicated(source.vector(f'{name}{{user!=""}}', at=start)).items()}
     counters: dict[tuple, tuple[dict[str, str], float, list[tuple[float, float]], int]] = {}
@@ -157,23 +164,18 @@ def from_prometheus(url: str, since: float, plan: Plan, per_call: dict[str, floa
     events: dict[str, list[tuple[float, int, int]]] = {}
     for labels, increase, points, kind in counters.values():
         user = labels[found.user_label]
-        per_user.setdefault(user, [0.0, 0.0])[kind] += increase
+        per_user.setdefault(user, [0.0, 0.0, 0.0])[kind] += increase
         groups[user] = labels.get(found.group_label) or tiers.get(user, UNKNOWN_TIER)
         previous = 0.0
-        for t, total in points:
+        for t, total in points if kind != TOKENS else ():
             if total > previous:
                 events.setdefault(user, []).append((t - start, kind, int(total - previous)))
             previous = total
-    users = [Usage(user, groups[user], round(a), round(l), _cost(prices, tiers.get(user, groups[user]), round(a), 0),
-                   source="server", note="")
-             for user, (a, l) in sorted(per_user.items())]
-    timelines = {}
-    for user, changes in events.items():
-        authorized = limited = 0
-        timelines[user] = []
-        for t, kind, amount in sorted(changes):
-            authorized += amount if kind == 0 else 0
-            limited += amount if kind == 1 else 0
-            timelines[user].append((t, authorized, limited))
+    users = [Usage(user, groups[user], round(a), round(l),
+                   _cost(prices, tiers.get(user, groups[user]), round(a), round(tokens)),
+                   total_tokens=round(tokens) if found.token_hits else None)
+             for user, (a, l, tokens) in sorted(per_user.items())]
+    timelines = {user: _cumulative(changes) for user, changes in events.items()}
+    tokens = f", tokens from {found.token_hits}" if found.token_hits else ", no token counter (calls priced only)"
     return Report(f"Chargeback, last {since / 3600:g} h", f"Prometheus at {url}: raw counter samples "
-                  f"({found.name} schema), restarts handled, no extrapolation", plan.currency, users, timelines)
+                  f"({found.name} schema{tokens}), restarts handled, no extrapolation", plan.currency, users, timelines)
