@@ -59,10 +59,11 @@ class LocalStack:
 
     def restart_gateway(self, faults: list[str] | None = None, timeout: float = 30.0) -> None:
         """A fresh gateway on the same port (counters and windows start again, as after a Limitador restart),
-        with the given faults; Prometheus keeps scraping it."""
+        with the given faults; returns once Prometheus has scraped it (the old series are stale by then)."""
         self.gateway.stop()
         self.gateway = self._gateway_process(faults or [])
         self.gateway.start(timeout)
+        PrometheusSource(self.prometheus_url).wait_for_scrape(after=time.time(), timeout=timeout)  # old series gone
 
     def start(self, timeout: float = 30.0) -> "LocalStack":
         """Start both; wait until Prometheus has scraped the gateway once (it applies targets after ~5 s)."""
