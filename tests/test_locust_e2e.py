@@ -21,6 +21,7 @@ from scenarios import MISSING, UNKNOWN
 from sim.prometheus import free_port
 from sim.stack import LocalStack
 from test_plan import DEPLOY, ROOT, secret, write
+from browser import rendered_dom
 
 LIMITS = {"free": 2, "premium": 10, "enterprise": 50}
 
@@ -135,6 +136,8 @@ def test_web_ui_tab_shows_the_live_table_and_starts_the_picked_scenario(policies
             by_user = {r["user"]: r for r in rows if r["tier"] == "premium"}
             assert {"premiumuser1", "premiumuser2", "(all users)"} <= set(by_user)
             assert by_user["(all users)"]["sent"] == by_user["premiumuser1"]["sent"] + by_user["premiumuser2"]["sent"]
+            page_dom = rendered_dom(f"{ui}/?tab=chargeback")
+            assert "Rejected (401/403)" in page_dom and ">premiumuser1<" in page_dom  # the tab, drawn by the UI
             stats = get_json(f"{ui}/stats/requests")
             assert stats["extended_stats"][0]["key"] == "chargeback" and stats["extended_stats"][0]["data"]
             with urllib.request.urlopen(f"{ui}/chargeback/csv", timeout=5) as response:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from PIL import Image
 from chargeback.plan import load_plan
 from chargeback.report import from_prometheus, from_run
 from chargeback.report_files import CSV_COLUMNS, write_all
+from browser import chromium, rendered_dom
 from sim.stack import LocalStack
 from test_checks_e2e import locust_run
 from test_plan import DEPLOY, ROOT
@@ -95,23 +94,11 @@ def test_range_report_from_prometheus_counts_through_a_restart(stack: LocalStack
     assert (rows["freeuser1"]["calls"], rows["freeuser1"]["limited"]) == ("4", "6")
 
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
 def test_the_html_report_renders_in_headless_chromium_with_titled_plots(tmp_path: Path) -> None:
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is part of the set-up (make setup / .ci/run)"
     html = write_all(from_run(str(seeded_record(tmp_path).path), {}, {}), tmp_path / "out")[2]
-    profile = tempfile.mkdtemp(prefix="chromium-")
-    try:
-        base = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
-        shot = tmp_path / "report.png"
-        rendered = subprocess.run(base + ["--window-size=1200,2200", f"--screenshot={shot}", html.as_uri()],
-                                  capture_output=True, text=True, timeout=90)
-        dom = subprocess.run(base + ["--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=90).stdout
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
+    shot = tmp_path / "report.png"
+    rendered = chromium("--window-size=1200,2200", f"--screenshot={shot}", html.as_uri())
+    dom = rendered_dom(html.as_uri())
     assert rendered.returncode == 0 and shot.exists(), rendered.stderr[-2000:]
     image = Image.open(shot).convert("RGB")
     assert image.size == (1200, 2200) and len(image.resize((120, 220)).getcolors(maxcolors=100000)) > 20  # not blank
