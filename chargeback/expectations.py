@@ -37,6 +37,7 @@ class Expectation:
     limited: tuple[int, int]
     windows: dict[str, int]  # rate label -> the most windows the timeline could have opened
     modelled: bool = True  # False when too many possibilities were open to follow
+    why_range: str = "edge of a window"  # what leaves the count open, where it is
 
     @property
     def decided(self) -> bool:
@@ -101,4 +102,13 @@ def expect(timeline: list[tuple[float, float, int]], rates: list[Rate]) -> Expec
 
 def _unmodelled(reaching: int, rates: tuple[Rate, ...]) -> Expectation:
     """Too many open possibilities: only the trivial bounds."""
-    return Expectation((0, reaching), (0, reaching), {r.label: reaching for r in rates}, modelled=False)
+    return Expectation((0, reaching), (0, reaching), {r.label: reaching for r in rates}, modelled=False,
+                       why_range="too many open possibilities to follow")
+
+
+def under_token_limits(e: Expectation) -> Expectation:
+    """A token limit may also have limited requests, and the model does not follow tokens: only the request
+    limits' upper bound on authorized calls still holds."""
+    reaching = e.authorized[1] + e.limited[1]
+    return Expectation((0, e.authorized[1]), (e.limited[0], reaching), e.windows, e.modelled,
+                       why_range="token limits apply, which the model does not follow")

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from .counters import Snapshot, groups_seen, increases, per_user
 from .endpoint import MetricsEndpoint
-from .expectations import Expectation, Rate, expect
+from .expectations import Expectation, Rate, expect, under_token_limits
 from .ledger import Account
 from .prometheus import PrometheusSource
 from .record import COMPLETE, RunRecord
@@ -101,6 +101,11 @@ def _schema(before: Snapshot, after: Snapshot, forced: str | None, reached_limit
     return schema
 
 
+def _expectation(client: Account, rates: list[Rate], token_limited: bool) -> Expectation:
+    expectation = expect(client.timeline, rates)
+    return under_token_limits(expectation) if token_limited else expectation
+
+
 def verify(record: RunRecord, before: Snapshot, after: Snapshot, resets: dict[str, int],
            schema_name: str | None = None) -> Verification:
     """Put the client's ledger, the server's increases and the window model side by side, per user."""
@@ -134,7 +139,7 @@ def verify(record: RunRecord, before: Snapshot, after: Snapshot, resets: dict[st
             server_limited=round(totals["limited"].get(user, 0)),
             server_tokens=round(totals["tokens"].get(user, 0)) if token_limited else None,
             resets=resets.get(user, 0) + (user in went_back),
-            expectation=expect(client.timeline, rates) if identity else None,
+            expectation=_expectation(client, rates, any(l["kind"] == "tokens" for l in applying)) if identity else None,
             rates=rates,
         )
     fallback = sorted(u for u, c in checks.items() if u not in labelled and c.tier is not None)

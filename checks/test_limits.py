@@ -25,6 +25,6 @@ def test_authorized_matches_the_window_model(v: Verification, user: str) -> None
                 [row(check, "authorized", check.client.authorized, check.server_authorized, "0")])
         return
     low, high = check.expectation.authorized
-    expected = str(low) if low == high else f"{low}..{high} (edge of a window)"
+    expected = str(low) if low == high else f"{low}..{high} ({check.expectation.why_range})"
     require(low <= check.server_authorized <= high, f"{user}: the window model expects {expected} authorized",
             [row(check, "authorized", check.client.authorized, check.server_authorized, expected)])

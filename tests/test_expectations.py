@@ -49,3 +49,11 @@ def test_every_limit_is_checked_and_no_limit_means_all_authorized() -> None:
     assert (e.authorized, e.limited) == ((3, 3), (4, 4))
     assert e.windows == {"burst (2 per 10 s)": 2, "hourly (3 per 3600 s)": 1}
     assert expect(sequential([0, 1, 2]), []).authorized == (3, 3)
+
+
+def test_token_limits_leave_only_the_upper_bound() -> None:
+    from chargeback.expectations import under_token_limits
+
+    e = under_token_limits(expect(sequential([0, 1, 2, 3]), [FREE]))
+    assert (e.authorized, e.limited, e.decided) == ((0, 2), (2, 4), False)
+    assert e.why_range == "token limits apply, which the model does not follow"
