@@ -26,6 +26,8 @@ from users.run import Run
 from users.tiers import tier_user_classes
 
 
+GRACEFUL_STOP = 5.0  # seconds a stopping run waits for requests in flight, unless --stop-timeout says otherwise
+
 try:
     PLAN = load_plan(policy_paths(sys.argv, os.environ))
 except ManifestError as exc:  # one line naming the file and field, not a traceback
@@ -57,6 +59,8 @@ def on_init(environment: Environment, **_: Any) -> None:
     for warning in PLAN.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     options = environment.parsed_options
+    if not options.stop_timeout:  # let answers in flight arrive (and be accounted) when a run stops
+        environment.stop_timeout = GRACEFUL_STOP
     try:  # a scenario that names what the Plan lacks stops the run before it starts
         scenario_named(options.scenario).slots(PLAN)
     except ValueError as exc:

@@ -43,6 +43,11 @@ class Account:
     last: float | None = None
     timeline: list[tuple[float, float, int]] = field(default_factory=list)  # (sent, answered, status) per request
 
+    @property
+    def unanswered(self) -> int:
+        """Requests that got no answer: the gateway may or may not have counted them."""
+        return sum(1 for _, _, status in self.timeline if status == TRANSPORT_ERROR)
+
     def merge(self, other: "Account") -> None:
         for name in COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))

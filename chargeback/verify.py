@@ -74,8 +74,9 @@ class Verification:
         """group -> client and server authorized/limited sums."""
         sums: dict[str, dict[str, int]] = {}
         for check in self.users.values():
-            row = sums.setdefault(check.group, {"client_authorized": 0, "client_limited": 0,
+            row = sums.setdefault(check.group, {"client_authorized": 0, "client_limited": 0, "unanswered": 0,
                                                 "server_authorized": 0, "server_limited": 0})
+            row["unanswered"] += check.client.unanswered
             row["client_authorized"] += check.client.authorized
             row["client_limited"] += check.client.limited
             row["server_authorized"] += check.server_authorized

@@ -61,3 +61,10 @@ def test_table_prices_authorized_calls_and_tokens_per_tier() -> None:
         ("freeuser1", 1, 0, 0.001001), ("premiumuser1", 3, 0, 0.006066), ("premiumuser2", 0, 1, 0.0)]
     assert [(t["tier"], t["users"], t["sent"], t["total_tokens"], t["cost"]) for t in tiers] == [
         ("free", 1, 1, 2, 0.001001), ("premium", 2, 4, 66, 0.006066)]
+
+
+def test_unanswered_requests_are_counted_from_the_timeline() -> None:
+    ledger = Ledger()
+    for status in (200, TRANSPORT_ERROR, 429, TRANSPORT_ERROR):
+        ledger.record("u", "free", 1.0, 2.0, status)
+    assert (ledger.accounts["u"].unanswered, ledger.accounts["u"].errors) == (2, 2)

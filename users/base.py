@@ -5,9 +5,11 @@ import random
 import time
 from typing import ClassVar
 
-import gevent
-from locust import FastHttpUser, constant, task
+from gevent import GreenletExit
+from locust import FastHttpUser, task
 from locust.exception import StopUser
+
+from chargeback.ledger import TRANSPORT_ERROR
 
 from .run import Run
 from .wire import JSON_HEADERS, request_body, usage_of, verdict
@@ -19,7 +21,6 @@ class TierUser(FastHttpUser):
     abstract = True
     tier: ClassVar[str] = ""
     run_state: ClassVar[Run]
-    wait_time = constant(0)
     network_timeout = 30.0
     connection_timeout = 10.0
 
@@ -38,8 +39,11 @@ class TierUser(FastHttpUser):
         self.last_start = 0.0
         self.rng = random.Random(slot.index)
 
-    def _delay(self) -> float:
+    def wait_time(self) -> float:
+        """The pause before the next request, spent in Locust's wait (so a stop never waits for it)."""
         stream = self.slot.stream
+        if stream.budget is not None and self.sent >= stream.budget:
+            return 0.0
         if stream.requests and self.sent and self.sent % stream.requests == 0:
             return stream.round_gap
         return stream.pattern.delay(self.sent, time.time() - self.last_start, self.rng)
@@ -50,19 +54,25 @@ class TierUser(FastHttpUser):
         if stream.budget is not None and self.sent >= stream.budget:
             self.run_state.slot_done(self.slot)
             raise StopUser()
-        delay = self._delay()
-        if delay > 0:
-            gevent.sleep(delay)
         self.last_start = time.time()
-        with self.client.post(self.path, data=self.body, headers=self.headers, catch_response=True,
-                              name=self.request_name) as response:
-            status = response.status_code or 0
-            usage = usage_of(response.content, stream.stream) if 200 <= status < 300 else None
-            self.run_state.ledger.record(self.slot.account, self.slot.user_class, self.last_start, time.time(),
-                                         status, usage)
-            problem = verdict(status, self.expect_rejection)
-            if problem:
-                response.failure(problem)
-            else:
-                response.success()
-        self.sent += 1
+        answered = False
+        try:
+            with self.client.post(self.path, data=self.body, headers=self.headers, catch_response=True,
+                                  name=self.request_name) as response:
+                status = response.status_code or 0
+                usage = usage_of(response.content, stream.stream) if 200 <= status < 300 else None
+                self.run_state.ledger.record(self.slot.account, self.slot.user_class, self.last_start, time.time(),
+                                             status, usage)
+                answered = True
+                problem = verdict(status, self.expect_rejection)
+                if problem:
+                    response.failure(problem)
+                else:
+                    response.success()
+        except GreenletExit:  # stopped mid-request: the gateway may have counted it, so the ledger keeps it
+            if not answered:
+                self.run_state.ledger.record(self.slot.account, self.slot.user_class, self.last_start, time.time(),
+                                             TRANSPORT_ERROR)
+            raise
+        finally:
+            self.sent += 1
