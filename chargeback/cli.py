@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--policy", action="append", metavar="PATH",
                     help="Kuadrant manifest file or folder (repeatable; default deploy/kuadrant)")
     up.add_argument("--schema", default="seed", choices=sorted(SCHEMAS),
-                    help="metric names the gateway serves (default seed)")
+                    help="metric names the gateway serves (default seed): " +
+                         "; ".join(f"{s.name}: {s.description}" for s in SCHEMAS.values()))
     up.add_argument("--gateway-port", type=int, default=8000, help="0 picks a free port (default 8000)")
     up.add_argument("--prometheus-port", type=int, default=9090, help="0 picks a free port (default 9090)")
     up.add_argument("--namespace", help="limitador_namespace label (default llm/vllm-httproute)")

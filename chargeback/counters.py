@@ -5,22 +5,11 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
-from .schema import MetricSchema
 
 # Labels a scrape adds (which monitor, which replica, which pod): series differing only in them are one counter.
 TARGET_LABELS = frozenset({"job", "instance", "pod", "prometheus_replica", "prometheus", "service", "endpoint",
                            "container", "namespace", "__name__"})
-KINDS = ("authorized", "limited", "token_hits")
-
 Series = list[tuple[dict[str, str], float]]
-
-
-def metric_names(schema: MetricSchema) -> dict[str, str]:
-    """kind -> metric name, for the kinds this schema exposes."""
-    names = {"authorized": schema.authorized, "limited": schema.limited}
-    if schema.token_hits:
-        names["token_hits"] = schema.token_hits
-    return names
 
 
 @dataclass
@@ -28,19 +17,18 @@ class Snapshot:
     """Every per-user series of each kind at one instant, as the source served them (no aggregation)."""
 
     source: str  # the URL read
-    schema: str
     at: float
     series: dict[str, Series]
     resets: dict[str, int] = field(default_factory=dict)  # user -> counter resets since the previous snapshot
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "schema": self.schema, "at": self.at, "resets": self.resets,
+        return {"source": self.source, "at": self.at, "resets": self.resets,
                 "series": {kind: [[labels, value] for labels, value in s] for kind, s in self.series.items()}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Snapshot":
         series = {kind: [(labels, float(value)) for labels, value in s] for kind, s in data["series"].items()}
-        return cls(data["source"], data["schema"], data["at"], series, data.get("resets", {}))
+        return cls(data["source"], data["at"], series, data.get("resets", {}))
 
 
 def counter_identity(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:

@@ -40,7 +40,7 @@ class MetricsEndpoint:
             if family.name in CANDIDATE_METRICS:
                 series[family.name] = [(dict(s.labels), s.value) for s in family.samples
                                        if s.labels.get("user") and not s.name.endswith("_created")]
-        return Snapshot(self.url, "", time.time(), {k: v for k, v in series.items() if v})
+        return Snapshot(self.url, time.time(), {k: v for k, v in series.items() if v})
 
     def resets(self, start: float, end: float) -> dict[str, int]:
         """Unknown here; a counter lower after than before still shows a reset."""

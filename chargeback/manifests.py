@@ -70,18 +70,3 @@ def load_documents(paths: Iterable[str | Path]) -> list[Document]:
                 raise ManifestError(f"{path}: document {index}: expected a mapping with apiVersion and kind")
             documents.append(Document(str(path), index, data))
     return documents
-
-
-def field(doc: Document, data: Any, dotted: str, expected: type | tuple[type, ...], required: bool = True) -> Any:
-    """Walk `dotted` (a.b.c) under `data`; return the value or raise a ManifestError naming the field."""
-    value = data
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    if value is None:
-        if required:
-            raise doc.error(dotted, "missing")
-        return None
-    if not isinstance(value, expected):
-        names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
-        raise doc.error(dotted, f"expected {names}, got {value!r}")
-    return value

@@ -78,7 +78,7 @@ class PrometheusSource:
         series: dict[str, Series] = {}
         for labels, value in self.vector(PER_USER_SERIES, at):
             series.setdefault(labels["__name__"], []).append((labels, value))
-        return Snapshot(self.url, "", at if at is not None else time.time(), series)
+        return Snapshot(self.url, at if at is not None else time.time(), series)
 
     def matrix(self, query: str, at: float) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
         """A range-vector selector evaluated at `at`: the raw samples (time, value) of each series."""

@@ -22,6 +22,16 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """What is being verified, and from where."""
+    v = config.stash[_KEY]
+    lines = [f"chargeback: run {v.record.path.name} (scenario {v.record.meta['scenario']}), schema {v.schema.name}, "
+             f"counters from {v.after.source}"]
+    if v.group_fallback:
+        lines.append(f"chargeback: no group label for {', '.join(v.group_fallback)}: grouped by the Plan's tiers")
+    return lines
+
+
 def verification(config: pytest.Config) -> Verification:
     return config.stash[_KEY]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 ONCE_PER_USER = ("over-limit", "drop-authorized", "double-count", "drop-tokens")
-KINDS = ONCE_PER_USER + ("no-group", "reset-after")
 
 
 @dataclass

@@ -25,7 +25,7 @@ def snapshot(*items: tuple[dict[str, str], float], at: float = 0.0) -> Snapshot:
     grouped: dict = {}
     for labels, value in items:
         grouped.setdefault(labels["__name__"], []).append((labels, value))
-    return Snapshot("http://prom", "", at, grouped)
+    return Snapshot("http://prom", at, grouped)
 
 
 def record(tmp_path: Path, *events: tuple[str, str, int]) -> RunRecord:
