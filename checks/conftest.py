@@ -25,7 +25,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """What is being verified, and from where."""
     v = config.stash[_KEY]
-    lines = [f"chargeback: run {v.record.path.name} (scenario {v.record.meta['scenario']}), schema {v.schema.name}, "
+    lines = [f"chargeback: run {v.record.meta['run_id']} (scenario {v.record.meta['scenario']}), schema {v.schema.name}, "
              f"counters from {v.after.source}"]
     if v.group_fallback:
         lines.append(f"chargeback: no group label for {', '.join(v.group_fallback)}: grouped by the Plan's tiers")
