@@ -48,13 +48,13 @@ class RunRecord:
         return self.meta["state"]
 
     @classmethod
-    def start(cls, runs_dir: Path, meta: dict[str, Any]) -> "RunRecord":
+    def start(cls, runs_dir: Path, meta: dict[str, Any], snapshots: dict[str, Snapshot] | None = None) -> "RunRecord":
         """Create `runs_dir/<run-id>/` marked running (so a killed run stays marked), and point `latest` at it."""
         run_id = new_run_id(meta["scenario"])
         path = Path(runs_dir) / run_id
         path.mkdir(parents=True)
         record = cls(path, {**meta, "run_id": run_id, "state": RUNNING, "reason": "the run has not ended",
-                            "started": time.time(), "ended": None}, Ledger())
+                            "started": time.time(), "ended": None}, Ledger(), dict(snapshots or {}))
         record.save()
         link = Path(runs_dir) / "latest"
         tmp = link.with_name(f".latest.{os.getpid()}.tmp")

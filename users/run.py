@@ -95,10 +95,7 @@ class Run:
             "gateway_url": environment.host, "prometheus_url": options.prometheus_url,
             "metrics_url": options.metrics_url, "workers": len(self.workers), "simulated_users": len(self.slots),
             "plan": self.plan.describe(),
-        })
-        if before is not None:
-            self.record.snapshots["before"] = before
-            self.record.save()
+        }, {"before": before} if before is not None else None)
         log.info("run record: %s", self.record.path)
 
     def _snapshot(self, after: float) -> Snapshot | None:
