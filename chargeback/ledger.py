@@ -120,13 +120,18 @@ class Ledger:
             cost = price.cost(account.authorized, account.total_tokens) if price else 0.0
             users.append({"user": account.user, "tier": account.tier,
                           **{name: getattr(account, name) for name in COUNTS}, "cost": round(cost, 6)})
-        tiers: dict[str, dict[str, Any]] = {}
-        for row in users:
-            total = tiers.setdefault(row["tier"], {"tier": row["tier"], "users": 0, **{n: 0 for n in COUNTS},
-                                                   "cost": 0.0})
-            total["users"] += 1
-            for name in COUNTS + ("cost",):
-                total[name] += row[name]
-        for total in tiers.values():
+        tiers = totals_by(users, "tier", COUNTS + ("cost",))
+        for total in tiers:
             total["cost"] = round(total["cost"], 6)
-        return users, list(tiers.values())
+        return users, tiers
+
+
+def totals_by(rows: list[dict[str, Any]], key: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One row per value of `key` (sorted): how many rows it has, and the sums of `fields` (None counts 0)."""
+    totals: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        total = totals.setdefault(row[key], {key: row[key], "users": 0, **{f: 0 for f in fields}})
+        total["users"] += 1
+        for name in fields:
+            total[name] += row[name] or 0
+    return [totals[k] for k in sorted(totals)]

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .counters import counter_identity, deduplicated, walk
+from .ledger import totals_by
 from .plan import Plan, Price
 from .prometheus import PrometheusSource
 from .record import RunRecord
@@ -45,16 +46,7 @@ class Report:
     generated: float = field(default_factory=time.time)
 
     def tiers(self) -> list[dict[str, Any]]:
-        totals: dict[str, dict[str, Any]] = {}
-        for u in self.users:
-            row = totals.setdefault(u.group, {"group": u.group, "users": 0, "authorized": 0, "limited": 0,
-                                              "total_tokens": 0, "cost": 0.0})
-            row["users"] += 1
-            row["authorized"] += u.authorized
-            row["limited"] += u.limited
-            row["total_tokens"] += u.total_tokens or 0
-            row["cost"] += u.cost
-        return [totals[g] for g in sorted(totals)]
+        return totals_by([asdict(u) for u in self.users], "group", ("authorized", "limited", "total_tokens", "cost"))
 
 
 def _cumulative(changes: list[tuple[float, int, int]]) -> list[tuple[float, int, int]]:
