@@ -22,11 +22,9 @@ from chargeback.plan import load_plan, policy_paths
 from checks.runner import run_checks
 from scenarios import SCENARIOS, scenario_named
 from users import webui
-from users.run import Run
+from users.run import GRACEFUL_STOP, Run
 from users.tiers import tier_user_classes
 
-
-GRACEFUL_STOP = 5.0  # seconds a stopping run waits for requests in flight, unless --stop-timeout says otherwise
 
 try:
     PLAN = load_plan(policy_paths(sys.argv, os.environ))
@@ -48,8 +46,15 @@ def add_options(parser: LocustArgumentParser) -> None:
     parser.add_argument("--runs-dir", default="runs", include_in_web_ui=False, help="where run records go (default runs)")
     parser.add_argument("--prometheus-url", default="",
                         help="Prometheus scraping the gateway: its counters are snapshotted before and after the run")
+    parser.add_argument("--job", default=None, include_in_web_ui=False,
+                        help="the Prometheus scrape job of the gateway's Limitador (default: found by its series)")
     parser.add_argument("--metrics-url", default="", include_in_web_ui=False,
                         help="a Limitador-style /metrics URL to snapshot instead, when there is no Prometheus")
+    parser.add_argument("--limitador-url", default="", include_in_web_ui=False,
+                        help="Limitador's admin API (port 8080): the counters' state before the run is read there")
+    parser.add_argument("--namespace", default=None, include_in_web_ui=False,
+                        help="limitador_namespace of the gateway's route, <namespace>/<HTTPRoute> "
+                             "(default: from the manifests' HTTPRoute, else found by the Plan's users' series)")
     parser.add_argument("--check", action="store_true", default=False, include_in_web_ui=False,
                         help="headless: run the checks (pytest checks/) on the run record at the end; exit with them")
 
@@ -60,7 +65,7 @@ def on_init(environment: Environment, **_: Any) -> None:
         print(f"warning: {warning}", file=sys.stderr)
     options = environment.parsed_options
     if not options.stop_timeout:  # let answers in flight arrive (and be accounted) when a run stops
-        environment.stop_timeout = GRACEFUL_STOP
+        environment.stop_timeout = GRACEFUL_STOP  # (then as long as the slowest answers take: Run.on_test_stopping)
     try:  # a scenario that names what the Plan lacks stops the run before it starts
         scenario_named(options.scenario).slots(PLAN)
     except ValueError as exc:
@@ -72,9 +77,9 @@ def on_init(environment: Environment, **_: Any) -> None:
 
 @events.quitting.add_listener
 def on_quitting(environment: Environment, **_: Any) -> None:
-    """With --check: verify the record just written; the process exits with the checks' code."""
+    """With --check: verify the record just written, if it is complete; the process exits with the checks' code."""
     options = environment.parsed_options
-    if options is None or not options.check or RUN.record is None or RUN.is_worker:
+    if options is None or not options.check or RUN.record is None or RUN.is_worker or RUN.record.state != "complete":
         return
     code = run_checks(RUN.record.path)
     if code:

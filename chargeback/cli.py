@@ -38,7 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--per-token", type=float, default=0.0, help="model time per completion token, seconds")
     up.add_argument("--fault", action="append", default=[], metavar="KIND[:ARG]",
                     help="make the gateway miscount, to see the checks fail: over-limit[:USER], "
-                         "drop-authorized[:USER], double-count[:USER], drop-tokens[:USER], no-group, reset-after:N")
+                         "drop-authorized[:USER], double-count[:USER], drop-tokens[:USER], model-429[:USER], "
+                         "fail-open[:USER], mislabel:USER=GROUP, no-group, reset-after:N, forget-after:N")
+    up.add_argument("--replicas", type=int, default=1, metavar="N",
+                    help="limiter replicas, each a Prometheus target with its admin API on its own port (default 1)")
+    up.add_argument("--replica-storage", default="shared", choices=("shared", "separate"),
+                    help="shared: one set of counters for all replicas; separate: each its own (default shared)")
     demo = commands.add_parser("demo", help="the seed's traffic on the local stand-in, verified in Prometheus")
     demo.add_argument("--policy", action="append", metavar="PATH",
                       help="Kuadrant manifest file or folder (repeatable; default deploy/kuadrant)")
@@ -87,14 +92,21 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _stack_up(args: argparse.Namespace) -> int:
+    from sim.prometheus import port_in_use
     from sim.stack import LocalStack  # only the local-stack commands start the sim
 
     policies = args.policy or [DEFAULT_POLICY]
     plan = load_plan(policies)
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    for flag, port in (("--gateway-port", args.gateway_port), ("--prometheus-port", args.prometheus_port)):
+        if port and port_in_use(port):
+            raise ValueError(f"port {port} on 127.0.0.1 is in use ({flag})")
+    if args.replicas < 1:
+        raise ValueError(f"--replicas {args.replicas}: expected 1 or more")
     stack = LocalStack(policies, args.schema, args.gateway_port, args.prometheus_port, args.namespace,
-                       args.ttft, args.per_token, faults=args.fault)
+                       args.ttft, args.per_token, faults=args.fault, replicas=args.replicas,
+                       replica_storage=args.replica_storage)
     stopping = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -105,10 +117,18 @@ def _stack_up(args: argparse.Namespace) -> int:
     print(f"starting: {len(plan.identities)} identities, {len(plan.limits)} limits, schema {args.schema} ...",
           flush=True)
     with stack:
-        print(f"gateway     {stack.gateway_url}  (OpenAI API; Limitador /metrics /limits /counters)")
+        print(f"gateway     {stack.gateway_url}  (OpenAI API; Limitador /metrics /limits /counters /status)")
+        for i, url in enumerate(stack.replica_urls[1:], 1):
+            print(f"replica {i:<3} {url}  (Limitador /metrics /limits /counters /status; "
+                  f"{args.replica_storage} storage)")
         print(f"prometheus  {stack.prometheus_url}  (scrapes the gateway every second)")
         print("ready; Ctrl-C stops everything", flush=True)
-        stopping.wait()
+        while not stopping.wait(0.5):
+            exited = stack.exited()
+            if exited is not None:
+                print(f"error: {exited.name} exited with code {exited.returncode}; log: {exited.log_tail()}",
+                      file=sys.stderr, flush=True)
+                return 1
     print("stopped", flush=True)
     return 0
 

@@ -6,9 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-# Labels a scrape adds (which monitor, which replica, which pod): series differing only in them are one counter.
-TARGET_LABELS = frozenset({"job", "instance", "pod", "prometheus_replica", "prometheus", "service", "endpoint",
-                           "container", "namespace", "__name__"})
+# Labels that tell copies of one scrape apart (which monitor or job, which Prometheus replica): series that differ
+# only in them are one counter, read twice, so one is kept.
+COPY_LABELS = frozenset({"job", "prometheus_replica", "prometheus", "service", "endpoint", "container", "namespace",
+                         "__name__"})
+# Labels that tell Limitador replicas apart (each pod its own target): their counters are different, so they add up.
+REPLICA_LABELS = ("pod", "instance")
 Series = list[tuple[dict[str, str], float]]
 
 
@@ -20,24 +23,47 @@ class Snapshot:
     at: float
     series: dict[str, Series]
     resets: dict[str, int] = field(default_factory=dict)  # user -> counter resets since the previous snapshot
+    covers: tuple[float, float] | None = None  # every call answered by the first moment is in it, and no call
+    #                                             sent after the second; None: both are `at`
+
+    @property
+    def window(self) -> tuple[float, float]:
+        return self.covers or (self.at, self.at)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "at": self.at, "resets": self.resets,
+        return {"source": self.source, "at": self.at, "resets": self.resets, "covers": self.covers,
                 "series": {kind: [[labels, value] for labels, value in s] for kind, s in self.series.items()}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Snapshot":
         series = {kind: [(labels, float(value)) for labels, value in s] for kind, s in data["series"].items()}
-        return cls(data["source"], data["at"], series, data.get("resets", {}))
+        covers = data.get("covers")
+        return cls(data["source"], data["at"], series, data.get("resets", {}), tuple(covers) if covers else None)
 
 
 def counter_identity(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    """What names one counter: its labels without those a scrape adds."""
-    return tuple(sorted((k, v) for k, v in labels.items() if k not in TARGET_LABELS))
+    """What names one counter of one Limitador: the replica serving it (its pod, else its instance) and its own
+    labels, without those that only tell copies of a scrape apart."""
+    replica = next((labels[name] for name in REPLICA_LABELS if name in labels), "")
+    return (("", replica),) + tuple(sorted((k, v) for k, v in labels.items()
+                                           if k not in COPY_LABELS and k not in REPLICA_LABELS))
+
+
+def in_namespace(series: Series, namespace: str | None, label: str = "limitador_namespace") -> Series:
+    """The series of one limitador_namespace (all of them when `namespace` is None)."""
+    return series if namespace is None else [(labels, v) for labels, v in series if labels.get(label) == namespace]
+
+
+def namespaces_of(snapshot: "Snapshot", users: set[str], user_label: str = "user",
+                  label: str = "limitador_namespace") -> set[str]:
+    """The limitador_namespace values of the series that carry one of `users`."""
+    return {labels[label] for series in snapshot.series.values() for labels, _ in series
+            if labels.get(user_label) in users and label in labels}
 
 
 def deduplicated(series: Series) -> dict[tuple, tuple[dict[str, str], float]]:
-    """One value per counter: series that differ only in scrape labels are copies, so the largest is kept."""
+    """One value per counter: series that differ only in copy labels are one counter read twice, so the largest is
+    kept; series of different replicas stay apart (they add up in `per_user`)."""
     counters: dict[tuple, tuple[dict[str, str], float]] = {}
     for labels, value in series:
         key = counter_identity(labels)
@@ -62,10 +88,13 @@ def per_user(changes: dict[tuple, tuple[dict[str, str], float]], user_label: str
     return totals
 
 
-def groups_seen(series: Series, user_label: str, group_label: str) -> dict[str, str]:
-    """user -> the group label its series carry (only users whose series have one)."""
-    return {labels[user_label]: labels[group_label] for labels, _ in series
-            if user_label in labels and group_label in labels}
+def groups_seen(series: Series, user_label: str, group_label: str) -> dict[str, set[str | None]]:
+    """user -> every group label its series carry (None for a series without one)."""
+    seen: dict[str, set[str | None]] = {}
+    for labels, _ in series:
+        if user_label in labels:
+            seen.setdefault(labels[user_label], set()).add(labels.get(group_label))
+    return seen
 
 
 def walk(samples: list[tuple[float, float]], baseline: float | None,

@@ -17,29 +17,40 @@ class MetricsEndpoint:
     def __init__(self, url: str, timeout: float = 5.0):
         self.url = url
         self.timeout = timeout
+        self._now: float | None = None
 
-    def wait_for_scrape(self, after: float, timeout: float = 30.0) -> float:
-        """The endpoint is read live: already fresh."""
-        return time.time()
+    def scrape_after(self, after: float, timeout: float | None = None) -> float:
+        """The endpoint is read live: a read now comes after `after` (`snapshot` takes this moment as now)."""
+        self._now = time.time()
+        return self._now
 
-    def snapshot(self, at: float | None = None) -> Snapshot:
-        if at is not None:
-            raise MetricsSourceError(f"{self.url}: a /metrics endpoint has no history (the value at a past time "
-                                     "needs Prometheus, or a snapshot taken by Locust with --metrics-url)")
+    def preflight(self) -> None:
+        """The endpoint answers with Limitador's metrics; a one-line error naming the URL otherwise."""
+        names = self._families()
+        if "limitador_up" not in names and not names & set(CANDIDATE_METRICS):
+            raise MetricsSourceError(f"{self.url}: not Limitador's metrics (no limitador_up or chargeback series)")
+
+    def _families(self) -> dict[str, list]:
+        """metric family name -> its samples, read now."""
         try:
             response = requests.get(self.url, timeout=self.timeout)
             response.raise_for_status()
         except requests.RequestException as exc:
             raise MetricsSourceError(f"{self.url}: cannot read metrics: {type(exc).__name__}: {exc}") from None
-        series: dict[str, Series] = {}
         try:
-            families = list(text_string_to_metric_families(response.text))
+            return {family.name: family.samples for family in text_string_to_metric_families(response.text)}
         except ValueError as exc:
             raise MetricsSourceError(f"{self.url}: not Prometheus text format: {exc}") from None
-        for family in families:
-            if family.name in CANDIDATE_METRICS:
-                series[family.name] = [(dict(s.labels), s.value) for s in family.samples
-                                       if s.labels.get("user") and not s.name.endswith("_created")]
+
+    def snapshot(self, at: float | None = None) -> Snapshot:
+        if at is not None and at != self._now:
+            raise MetricsSourceError(f"{self.url}: a /metrics endpoint has no history (the value at a past time "
+                                     "needs Prometheus, or a snapshot taken by Locust with --metrics-url)")
+        series: dict[str, Series] = {}
+        for name, samples in self._families().items():
+            if name in CANDIDATE_METRICS:
+                series[name] = [(dict(s.labels), s.value) for s in samples
+                                if s.labels.get("user") and not s.name.endswith("_created")]
         return Snapshot(self.url, time.time(), {k: v for k, v in series.items() if v})
 
     def resets(self, start: float, end: float) -> dict[str, int]:

@@ -1,20 +1,35 @@
-"""The window model: what Limitador should have counted for one identity, from the client's timeline.
+"""The window model: what Limitador could have decided for one identity, from the client's timeline.
 
-Limitador keeps a fixed window per counter that opens at the first hit after expiry; a request is allowed iff
-every counter that applies has room, and a limited request consumes nothing. A request reaches the limiter at
-an unknown moment between its send and its answer; when that interval straddles a window's possible expiry, or
-when a request got no answer (it may never have reached the limiter), the model follows both possibilities and
-states a range instead of one number.
+Limitador keeps a fixed window per counter that opens at the first allowed hit after expiry; a request is allowed
+iff every counter that applies has room, and a limited request consumes nothing. A request reaches the limiter at
+an unknown moment between its send and its answer, so the model follows *worlds*: every state of the windows that
+the timeline leaves possible (each window's opening time as a range, its count as a range). It starts from the
+states the counters could be in before the run (the `Prior`) and answers three questions:
+
+- `predict`: the authorized and limited calls Limitador should count, as ranges over every world, whatever the
+  client was answered (the expected table);
+- `explain`: whether some world gives the answers the client saw, and if none does, the first answer no world
+  gives (a 200 inside a spent window, a 429 while every window had room). Requests in flight at the same time may
+  reach the limiter in any order, so their answers are compared as a group, by count;
+- `most_authorized`: per rate, the most calls the policy lets through over the timeline: the room left in a
+  window open before the run, plus the limit for every window the timeline could open.
+
+A counter Limitador has never seen is, in Limitador, created by a check even when another limit limits that
+request; the model does not follow that (it matters only for counters shared between identities).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import product
+from typing import Iterable, NamedTuple
 
-from .ledger import TRANSPORT_ERROR
+from .ledger import ANY_SENDER, AUTHORIZED, DECIDED, LIMITED, MAYBE
 
-EDGE = 0.005  # seconds of margin around a window's expiry before the model calls a request decided
-MAX_WORLDS = 512
+EDGE = 0.005  # seconds of margin between two clocks (two senders) before the model calls two moments ordered
+MAX_WORLDS = 2048
+
+Window = tuple[float, float, int, int]  # opened no earlier, opened no later, count at least, count at most
+State = tuple  # one Window, or None (no live window), per rate
 
 
 @dataclass(frozen=True)
@@ -28,16 +43,44 @@ class Rate:
         return f"{self.limit_name} ({self.limit} per {self.window:g} s)"
 
 
+class Request(NamedTuple):
+    """One request that may have reached the limiter: when it was sent and answered, what the client saw, and
+    which simulated user sent it (one sender's requests follow one another on one clock)."""
+
+    sent: float
+    done: float
+    outcome: str  # AUTHORIZED | LIMITED | DECIDED (reached, answer unknown) | MAYBE (may not have reached)
+    sender: int = ANY_SENDER
+
+
 @dataclass(frozen=True)
-class Expectation:
-    """Authorized and limited calls as ranges (lo == hi where the timeline decides them); the most windows each
-    rate could have opened."""
+class Prior:
+    """The states the counters could be in at `at`, before the run's first request, and where that came from."""
+
+    states: tuple[State, ...]
+    at: float
+    source: str
+    exact: bool = True  # False when the state is a range because nothing better was known
+
+    @classmethod
+    def fresh(cls, rates: list[Rate], at: float, source: str = "no window open before the run") -> "Prior":
+        return cls(((None,) * len(rates),), at, source)
+
+    @classmethod
+    def unknown(cls, rates: list[Rate], at: float, why: str) -> "Prior":
+        """Any window may be open, with any count, opened within one window length before `at`."""
+        choices = [(None, (at - r.window, at, 0, r.limit)) for r in rates]
+        return cls(tuple(product(*choices)), at, f"unknown ({why}): windows may be open", exact=False)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Authorized and limited calls as ranges (lo == hi where the timeline decides them)."""
 
     authorized: tuple[int, int]
     limited: tuple[int, int]
-    windows: dict[str, int]  # rate label -> the most windows the timeline could have opened
     modelled: bool = True  # False when too many possibilities were open to follow
-    why_range: str = "edge of a window"  # what leaves the count open, where it is
+    why_range: str = "a request near the edge of a window, or without an answer"
 
     @property
     def decided(self) -> bool:
@@ -45,70 +88,212 @@ class Expectation:
 
 
 @dataclass(frozen=True)
-class _World:
+class Unexplained:
+    """The first group of requests whose answers no world gives."""
+
+    first: int  # 1-based positions in the identity's timeline (sorted by send time)
+    last: int
+    sent: tuple[float, float]  # when the first and the last of them were sent
+    authorized: int  # answered 200 (or another non-429) among them
+    limited: int  # answered 429 among them
+    possible: tuple[int, int]  # how many of them could have been authorized, over every world
+    full: tuple[str, ...]  # labels of the rates that were full in the worlds that limited one of them
+
+
+@dataclass(frozen=True)
+class Explanation:
+    consistent: bool | None  # None: cannot be decided
+    unexplained: Unexplained | None = None
+    why: str = ""
+
+
+def _options(window: Window | None, rate: Rate, sent: float, done: float) -> tuple[Window | None, ...]:
+    """What the request may find for one rate: the window still open, or no live window (None)."""
+    if window is None:
+        return (None,)
+    opened_lo, opened_hi = window[0], window[1]
+    if done + EDGE < opened_lo + rate.window:
+        return (window,)
+    if sent - EDGE >= opened_hi + rate.window:
+        return (None,)
+    return (window, None)
+
+
+def _step(state: State, rates: tuple[Rate, ...], sent: float,
+          done: float) -> tuple[list[tuple[State, str, int | None]], bool]:
+    """Every (next state, outcome, index of the rate that limited) one request can lead to; and whether the
+    request fell on the possible expiry of a window (so its order against other requests matters)."""
+    options = [_options(w, r, sent, done) for w, r in zip(state, rates)]
+    edge = any(len(o) > 1 for o in options)
+    outcomes: list[tuple[State, str, int | None]] = []
+    for found in product(*options):
+        counts = [(w[2], w[3]) if w is not None else (0, 0) for w in found]
+        if all(lo <= r.limit - 1 for (lo, _), r in zip(counts, rates)):
+            outcomes.append((tuple((w[0], w[1], w[2] + 1, min(w[3], r.limit - 1) + 1) if w is not None
+                                   else (sent, done, 1, 1) for w, r in zip(found, rates)), AUTHORIZED, None))
+        for full in range(len(rates)):  # limited, rate `full` being the first without room: nothing consumed
+            kept: list[Window | None] = []
+            for i, (w, r, (lo, hi)) in enumerate(zip(found, rates, counts)):
+                if i < full:
+                    hi = min(hi, r.limit - 1)
+                elif i == full:
+                    lo = max(lo, r.limit)
+                if lo > hi:
+                    break
+                kept.append(None if w is None else (w[0], w[1], lo, hi))
+            else:
+                outcomes.append((tuple(kept), LIMITED, full))
+    return outcomes, edge
+
+
+def predict(requests: list[Request], rates: list[Rate], prior: Prior) -> Prediction:
+    """The authorized and limited calls over every world, whatever the client was answered."""
+    rates_t = tuple(rates)
+    worlds = {state: (0, 0, 0, 0) for state in prior.states}  # state -> authorized lo, hi, limited lo, hi
+    for sent, done, outcome, _ in sorted(requests):
+        following: dict[State, tuple[int, int, int, int]] = {}
+        for state, totals in worlds.items():
+            if outcome == MAYBE:
+                _merge(following, state, totals)  # it may never have reached the limiter
+            for after, result, _ in _step(state, rates_t, sent, done)[0]:
+                a_lo, a_hi, l_lo, l_hi = totals
+                added = (a_lo + 1, a_hi + 1, l_lo, l_hi) if result == AUTHORIZED else (a_lo, a_hi, l_lo + 1, l_hi + 1)
+                _merge(following, after, added)
+        worlds = following
+        if len(worlds) > MAX_WORLDS:
+            reaching = len(requests)
+            return Prediction((0, reaching), (0, reaching), modelled=False, why_range="too many open possibilities")
+    totals = list(worlds.values())
+    why = Prediction.why_range if prior.exact else f"{Prediction.why_range}; {prior.source}"
+    return Prediction((min(t[0] for t in totals), max(t[1] for t in totals)),
+                      (min(t[2] for t in totals), max(t[3] for t in totals)), why_range=why)
+
+
+def _merge(worlds: dict[State, tuple[int, int, int, int]], state: State, totals: tuple[int, int, int, int]) -> None:
+    known = worlds.get(state)
+    worlds[state] = totals if known is None else (min(known[0], totals[0]), max(known[1], totals[1]),
+                                                  min(known[2], totals[2]), max(known[3], totals[3]))
+
+
+class _Pending(NamedTuple):
+    """A world inside a group of overlapping requests: its state and what it answered the group so far."""
+
+    state: State
     authorized: int
     limited: int
-    windows: tuple[tuple[float, float, int] | None, ...]  # per rate: (opened no earlier, no later, count)
-    opened: tuple[int, ...]
+    edge: bool  # some request of the group fell on a window's possible expiry in this world
+    full: frozenset[int]
 
 
-def _window_options(state: tuple[float, float, int] | None, window: float, sent: float, done: float) -> tuple[bool, ...]:
-    """Whether the request may find this window still open (True) or expired (False)."""
-    if state is None:
-        return (False,)
-    opened_lo, opened_hi, _ = state
-    if done + EDGE < opened_lo + window:
-        return (True,)
-    if sent - EDGE >= opened_hi + window:
-        return (False,)
-    return (True, False)
+def explain(requests: list[Request], rates: list[Rate], prior: Prior) -> Explanation:
+    """Whether some world gives the client's answers: per group of requests in flight together, the number of
+    200s and 429s; a lone request's answer exactly."""
+    followed = follow(requests, rates, set(prior.states))
+    if followed is None:
+        return Explanation(None, why="too many open possibilities to follow")
+    return Explanation(followed[1] is None, followed[1])
 
 
-def _step(world: _World, rates: tuple[Rate, ...], sent: float, done: float) -> set[_World]:
-    outcomes = set()
-    for still_open in product(*(_window_options(s, r.window, sent, done) for s, r in zip(world.windows, rates))):
-        counts = [s[2] if is_open and s else 0 for s, is_open in zip(world.windows, still_open)]
-        if all(count < rate.limit for count, rate in zip(counts, rates)):
-            windows = tuple((s[0], s[1], s[2] + 1) if is_open and s else (sent, done, 1)
-                            for s, is_open in zip(world.windows, still_open))
-            opened = tuple(n + (not is_open) for n, is_open in zip(world.opened, still_open))
-            outcomes.add(_World(world.authorized + 1, world.limited, windows, opened))
-        else:  # limited: nothing consumed; a window found expired stays expired
-            windows = tuple(s if is_open else None for s, is_open in zip(world.windows, still_open))
-            outcomes.add(_World(world.authorized, world.limited + 1, windows, world.opened))
-    return outcomes
-
-
-def expect(timeline: list[tuple[float, float, int]], rates: list[Rate]) -> Expectation:
-    """The expectation for one identity; `timeline` holds (sent, answered, status) per request."""
+def follow(requests: list[Request], rates: list[Rate],
+           states: set[State]) -> tuple[set[State], Unexplained | None] | None:
+    """The states the requests can leave, keeping only the worlds that give their answers; the first group of
+    requests no world explains (the states just before it are returned then); None past MAX_WORLDS."""
     rates_t = tuple(rates)
-    worlds = {_World(0, 0, (None,) * len(rates_t), (0,) * len(rates_t))}
-    reaching = [(s, d, status) for s, d, status in sorted(timeline) if status not in (401, 403)]
-    for sent, done, status in reaching:
-        next_worlds: set[_World] = set()
-        for world in worlds:
-            if status == TRANSPORT_ERROR:
-                next_worlds.add(world)  # it may never have reached the limiter
-            next_worlds |= _step(world, rates_t, sent, done)
-        worlds = next_worlds
-        if len(worlds) > MAX_WORLDS:
-            return _unmodelled(len(reaching), rates_t)
-    return Expectation(
-        authorized=(min(w.authorized for w in worlds), max(w.authorized for w in worlds)),
-        limited=(min(w.limited for w in worlds), max(w.limited for w in worlds)),
-        windows={r.label: max(w.opened[i] for w in worlds) for i, r in enumerate(rates_t)},
-    )
+    ordered = sorted(requests)
+    index = 0
+    while index < len(ordered):
+        last = _group_end(ordered, index)
+        group = ordered[index:last + 1]
+        pending = _through_group(states, rates_t, group)
+        if pending is None:
+            return None
+        seen_a = sum(1 for r in group if r.outcome == AUTHORIZED)
+        seen_l = sum(1 for r in group if r.outcome == LIMITED)
+        kept = {p.state for p in pending
+                if p.authorized >= seen_a and p.limited >= seen_l or (p.edge and len(group) > 1)}
+        if not kept:
+            full = frozenset().union(*(p.full for p in pending))
+            return states, Unexplained(
+                index + 1, last + 1, (group[0].sent, group[-1].sent), seen_a, seen_l,
+                (min(p.authorized for p in pending), max(p.authorized for p in pending)),
+                tuple(rates_t[i].label for i in sorted(full)))
+        states = kept
+        index = last + 1
+    return states, None
 
 
-def _unmodelled(reaching: int, rates: tuple[Rate, ...]) -> Expectation:
-    """Too many open possibilities: only the trivial bounds."""
-    return Expectation((0, reaching), (0, reaching), {r.label: reaching for r in rates}, modelled=False,
-                       why_range="too many open possibilities to follow")
+def _group_end(ordered: list[Request], first: int) -> int:
+    """The last of the requests in flight together with `ordered[first]`, directly or through others: each sent
+    before another ended (by its sender's clock; with EDGE to spare against another sender's)."""
+    ends = {ordered[first].sender: ordered[first].done}
+    last = first
+    while last + 1 < len(ordered):
+        sent, _, _, sender = ordered[last + 1]
+        if not any(sent < end + (0.0 if who == sender != ANY_SENDER else EDGE) for who, end in ends.items()):
+            break
+        last += 1
+        ends[sender] = max(ends.get(sender, sent), ordered[last].done)
+    return last
 
 
-def under_token_limits(e: Expectation) -> Expectation:
+def _through_group(states: Iterable[State], rates: tuple[Rate, ...], group: list[Request]) -> set[_Pending] | None:
+    """Every world after the group, with the 200s and 429s it gave the group; None past MAX_WORLDS."""
+    pending = {_Pending(state, 0, 0, False, frozenset()) for state in states}
+    for sent, done, outcome, _ in group:
+        following: set[_Pending] = set()
+        for world in pending:
+            if outcome == MAYBE:
+                following.add(world)
+            steps, edge = _step(world.state, rates, sent, done)
+            for after, result, full in steps:
+                following.add(_Pending(after, world.authorized + (result == AUTHORIZED),
+                                       world.limited + (result == LIMITED), world.edge or edge,
+                                       world.full | {full} if full is not None else world.full))
+        pending = following
+        if len(pending) > MAX_WORLDS:
+            return None
+    return pending
+
+
+def most_authorized(requests: list[Request], rate: Rate, index: int, prior: Prior) -> tuple[int, int]:
+    """(the most calls `rate` lets through over the requests' times, the windows that takes), over the prior's
+    states: the room left in a window open before the run, then `limit` per window the timeline could open, each
+    opening as early as a request could arrive."""
+    best = (0, 0)
+    times = sorted((r.sent, r.done) for r in requests)
+    for state in prior.states:
+        window = state[index]
+        room, opens_from = 0, float("-inf")
+        if window is not None:
+            room, opens_from = max(rate.limit - window[2], 0), window[0] + rate.window
+        windows = _most_windows(times, rate.window, opens_from)
+        best = max(best, (room + rate.limit * windows, windows + (window is not None)))
+    return best
+
+
+def _most_windows(times: list[tuple[float, float]], length: float, opens_from: float) -> int:
+    """How many windows of `length` the requests (sent, done), sorted by send time, could open, the first no
+    earlier than `opens_from`: each opens at the earliest moment a request could arrive after the previous one."""
+    count, position, next_open = 0, 0, opens_from
+    while True:
+        opening = None
+        for sent, done in times[position:]:  # the earliest arrival at or after next_open
+            if done >= next_open:
+                arrival = max(sent, next_open)
+                opening = arrival if opening is None else min(opening, arrival)
+            if sent >= next_open:
+                break
+        if opening is None:
+            return count
+        count += 1
+        next_open = opening + max(length, EDGE)
+        while position < len(times) and times[position][1] < next_open:
+            position += 1
+
+
+def under_token_limits(p: Prediction) -> Prediction:
     """A token limit may also have limited requests, and the model does not follow tokens: only the request
     limits' upper bound on authorized calls still holds."""
-    reaching = e.authorized[1] + e.limited[1]
-    return Expectation((0, e.authorized[1]), (e.limited[0], reaching), e.windows, e.modelled,
-                       why_range="token limits apply, which the model does not follow")
+    reaching = p.authorized[1] + p.limited[1]
+    return Prediction((0, p.authorized[1]), (p.limited[0], reaching), p.modelled,
+                      why_range="token limits apply, which the model does not follow")

@@ -6,23 +6,45 @@ from typing import Any
 
 from .plan import Plan
 
-TRANSPORT_ERROR = 0  # the status recorded when no HTTP answer arrived (timeout, refused, reset)
+# Statuses the timeline records besides HTTP ones
+NO_ANSWER = 0  # sent on a connection, but no answer came (timeout, reset, stopped while waiting)
+NOT_CONNECTED = -1  # no connection was made (refused, unreachable): it never reached the gateway
+MODEL_429 = 1429  # a 429 whose body is not Kuadrant's `Too Many Requests`: the model server's, after the limiter
+#                   had counted the request as authorized
+LIMITER_TIMEOUT = 0.1  # seconds: the gateway's rate-limit call gives up (and fails open) after this
+ANY_SENDER = -1  # the sender of a request whose simulated user is not known (its clock may differ from the others')
 COUNTS = ("sent", "authorized", "limited", "rejected", "errors", "prompt_tokens", "completion_tokens", "total_tokens")
+
+# What became of a request at the limiter, as far as the client can tell
+AUTHORIZED, LIMITED, NOT_REACHED = "A", "L", "N"
+DECIDED = "D"  # no answer, but in flight longer than the limiter's timeout: the limiter counted it, one way or the other
+MAYBE = "M"  # no answer, and cut off sooner: it may or may not have reached the limiter
 
 
 def classify(status: int) -> tuple[str, ...]:
     """The ledger columns one answer adds to, besides `sent`.
 
-    Anything but 401/403 (Authorino), 429 (Limitador) or no answer passed the limiter: it is authorized, and a
-    5xx is also an error (Limitador counted it as authorized before the model failed).
+    Anything but 401/403 (Authorino), Kuadrant's 429 (Limitador) or no answer passed the limiter: it is authorized,
+    and a 5xx or the model server's own 429 is also an error (Limitador counted it as authorized before).
     """
-    if status == TRANSPORT_ERROR:
+    if status in (NO_ANSWER, NOT_CONNECTED):
         return ("errors",)
     if status in (401, 403):
         return ("rejected",)
     if status == 429:
         return ("limited",)
-    return ("authorized", "errors") if status >= 500 else ("authorized",)
+    return ("authorized", "errors") if status >= 500 or status == MODEL_429 else ("authorized",)
+
+
+def limiter_outcome(sent: float, done: float, status: int, limiter_timeout: float = LIMITER_TIMEOUT) -> str:
+    """AUTHORIZED, LIMITED, NOT_REACHED, DECIDED or MAYBE for one request of the timeline."""
+    if status in (401, 403, NOT_CONNECTED):
+        return NOT_REACHED
+    if status == 429:
+        return LIMITED
+    if status == NO_ANSWER:
+        return DECIDED if done - sent > limiter_timeout else MAYBE
+    return AUTHORIZED
 
 
 @dataclass
@@ -41,12 +63,24 @@ class Account:
     total_tokens: int = 0
     first: float | None = None
     last: float | None = None
-    timeline: list[tuple[float, float, int]] = field(default_factory=list)  # (sent, answered, status) per request
+    timeline: list[tuple[float, float, int, int]] = field(default_factory=list)  # (sent, answered, status, sender)
 
     @property
     def unanswered(self) -> int:
-        """Requests that got no answer: the gateway may or may not have counted them."""
-        return sum(1 for _, _, status in self.timeline if status == TRANSPORT_ERROR)
+        """Requests sent on a connection that got no answer."""
+        return self.statuses().count(NO_ANSWER)
+
+    def statuses(self) -> list[int]:
+        return [entry[2] for entry in self.timeline]
+
+    def last_answer(self) -> float | None:
+        """When this identity's last answer (or give-up) came (epoch s)."""
+        return max((entry[1] for entry in self.timeline), default=None)
+
+    def outcomes(self, limiter_timeout: float = LIMITER_TIMEOUT) -> list[tuple[float, float, str, int]]:
+        """(sent, answered, limiter outcome, sender) per request, in send order."""
+        return [(sent, done, limiter_outcome(sent, done, status, limiter_timeout), sender)
+                for sent, done, status, sender in sorted(self.timeline)]
 
     def merge(self, other: "Account") -> None:
         for name in COUNTS:
@@ -64,7 +98,8 @@ class Ledger:
         self.accounts: dict[str, Account] = {}
 
     def record(self, user: str, tier: str, sent_at: float, done_at: float, status: int,
-               usage: tuple[int, int, int] | None = None) -> None:
+               usage: tuple[int, int, int] | None = None, sender: int = ANY_SENDER) -> None:
+        """One request of `user`, sent by simulated user `sender` (its requests are ordered by one clock)."""
         account = self.accounts.get(user)
         if account is None:
             account = self.accounts[user] = Account(user, tier)
@@ -79,7 +114,7 @@ class Ledger:
             account.first = sent_at
         if account.last is None or sent_at > account.last:
             account.last = sent_at
-        account.timeline.append((sent_at, done_at, status))  # a tuple of atoms: the garbage collector skips it
+        account.timeline.append((sent_at, done_at, status, sender))  # a tuple of atoms: the garbage collector skips it
 
     def drain(self) -> list[dict[str, Any]]:
         """Everything recorded since the last drain, as JSON-able data; the ledger starts empty again."""
@@ -90,7 +125,8 @@ class Ledger:
     def merge(self, data: list[dict[str, Any]]) -> None:
         """Add a drained delta (from a worker) into this ledger."""
         for item in data:
-            other = Account(**{**item, "timeline": [tuple(t) for t in item["timeline"]]})
+            timeline = [(*t[:3], t[3] if len(t) > 3 else ANY_SENDER) for t in item["timeline"]]
+            other = Account(**{**item, "timeline": timeline})
             mine = self.accounts.get(other.user)
             if mine is None:
                 self.accounts[other.user] = other

@@ -131,6 +131,16 @@ class Plan:
         """The limits whose predicates hold for this identity (per-request limits excluded)."""
         return [limit for limit in self.limits if not limit.per_request and _applies(limit, identity)]
 
+    def counter_values(self, identity: Identity) -> dict[str, list[str]]:
+        """limit name -> this identity's values of the limit's counter expressions (its counter's key)."""
+        values = {}
+        for limit in self.limits_for(identity):
+            try:
+                values[limit.name] = list(limit.counter_values(identity.auth))
+            except ExpressionError:
+                continue  # the Plan warned about it: Kuadrant skips a limit whose counter cannot be built
+        return values
+
     def user_groups(self) -> dict[str, str]:
         """user -> tier: the fallback when a metric carries no group label."""
         return {i.user: i.tier for i in self.identities}
@@ -141,8 +151,9 @@ class Plan:
             "sources": self.sources,
             "currency": self.currency,
             "identities": [
-                {"user": i.user, "key": i.masked_key, "groups": list(i.groups), "tier": i.tier,
-                 "known": i.known, "allowed": i.allowed, "limits": [l.name for l in self.limits_for(i)]}
+                {"user": i.user, "key": i.masked_key, "groups": list(i.groups), "group_label": i.group_label,
+                 "tier": i.tier, "known": i.known, "allowed": i.allowed,
+                 "limits": [l.name for l in self.limits_for(i)], "counter_values": self.counter_values(i)}
                 for i in self.identities
             ],
             "limits": [

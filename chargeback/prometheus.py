@@ -1,8 +1,11 @@
-"""Reading counters from Prometheus through prometheus-api-client, after a confirmed scrape."""
+"""Reading counters from Prometheus through prometheus-api-client: the gateway's scrape targets, a barrier on their
+next scrape, and raw values at chosen instants."""
 from __future__ import annotations
 
+import json
 import re
 import time
+from dataclasses import dataclass
 from datetime import datetime
 
 import requests
@@ -10,9 +13,12 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from urllib3.util.retry import Retry
 
 from .counters import Series, Snapshot, walk
+from .plan import parse_window
 from .schema import CANDIDATE_METRICS
 
 PER_USER_SERIES = '{__name__=~"%s", user!=""}' % "|".join(CANDIDATE_METRICS)
+LIMITADOR_SERIES = '{__name__=~"limitador_up|%s"}' % "|".join(CANDIDATE_METRICS)
+BARRIER_SLACK = 5.0  # seconds beyond two scrape intervals before the barrier gives up
 
 
 class MetricsSourceError(RuntimeError):
@@ -25,12 +31,26 @@ def parse_timestamp(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
+@dataclass(frozen=True)
+class Target:
+    """One scrape target serving the gateway's Limitador metrics (one per Limitador replica)."""
+
+    job: str
+    instance: str
+    interval: float  # its own scrape interval, seconds
+    timeout: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {"job": self.job, "instance": self.instance, "interval": self.interval, "timeout": self.timeout}
+
+
 class PrometheusSource:
-    """Instant queries and a scrape barrier against one Prometheus server."""
+    """Instant and range queries, and a scrape barrier on the gateway's own targets only."""
 
     def __init__(self, url: str, job: str | None = None, timeout: float = 5.0):
         self.url = url.rstrip("/")
         self.job = job
+        self._targets: list[Target] | None = None
         self._client = PrometheusConnect(url=self.url, disable_ssl=True, timeout=timeout,
                                          retry=Retry(total=1, backoff_factor=0.1))
 
@@ -42,30 +62,91 @@ class PrometheusSource:
         except (PrometheusApiClientException, ValueError, KeyError) as exc:
             raise MetricsSourceError(f"Prometheus at {self.url}: {what} failed: {exc}") from None
 
-    def last_scrapes(self) -> dict[str, float]:
-        """scrape URL -> epoch seconds of its last successful scrape, for the active targets (of `job` if set)."""
-        targets = self._call("read /api/v1/targets", self._client.get_targets, state="active")
-        return {
-            t["scrapeUrl"]: parse_timestamp(t["lastScrape"])
-            for t in targets.get("activeTargets", [])
-            if (self.job is None or t["labels"].get("job") == self.job) and t.get("health") == "up"
-        }
+    def _active_targets(self) -> list[dict]:
+        return self._call("read /api/v1/targets", self._client.get_targets, state="active").get("activeTargets", [])
 
-    def wait_for_scrape(self, after: float, timeout: float = 30.0) -> float:
-        """Block until every healthy target was scraped after `after` (epoch s); the latest scrape time.
+    def targets(self) -> list[Target]:
+        """The targets serving the gateway's counters: those of `job`, else those whose series include
+        limitador_up or a chargeback metric; each must be up. One-line errors otherwise."""
+        if self._targets is not None:
+            return self._targets
+        active = self._active_targets()
+        if self.job is not None:
+            chosen = [t for t in active if t["labels"].get("job") == self.job]
+            if not chosen:
+                jobs = sorted({t["labels"].get("job", "?") for t in active})
+                raise MetricsSourceError(f"Prometheus at {self.url}: no active target of job {self.job!r} "
+                                         f"(jobs: {', '.join(jobs) or 'none'})")
+        else:
+            serving = {(labels.get("job"), labels.get("instance"))
+                       for labels, _ in self.vector(f"group by (job, instance) ({LIMITADOR_SERIES})")}
+            chosen = [t for t in active if (t["labels"].get("job"), t["labels"].get("instance")) in serving]
+            if not chosen:
+                raise MetricsSourceError(f"Prometheus at {self.url}: no scrape target serves Limitador's metrics "
+                                         "(no limitador_up or chargeback series); is the gateway's Limitador "
+                                         "scraped? --job names its scrape job")
+        down = [t for t in chosen if t.get("health") != "up"]
+        if down:
+            raise MetricsSourceError(f"Prometheus at {self.url}: the gateway's target {down[0]['scrapeUrl']} is "
+                                     f"{down[0].get('health')}: {down[0].get('lastError') or 'not scraped yet'}")
+        self._targets = [Target(t["labels"]["job"], t["labels"].get("instance", ""),
+                                parse_window(t.get("scrapeInterval") or "15s"),
+                                parse_window(t.get("scrapeTimeout") or "10s")) for t in chosen]
+        return self._targets
 
-        Raises MetricsSourceError when no target is up or none was scraped in time (bounded wait).
-        """
-        deadline = time.monotonic() + timeout
-        scrapes: dict[str, float] = {}
-        while time.monotonic() < deadline:
-            scrapes = self.last_scrapes()
-            if scrapes and min(scrapes.values()) > after:
-                return max(scrapes.values())
+    def use_targets(self, targets: list[Target]) -> None:
+        """Take the targets found before (by the run), instead of discovering them again."""
+        self._targets = list(targets)
+
+    def barrier_timeout(self) -> float:
+        """How long a scrape of every target may take to come: two of their intervals, their timeout and slack."""
+        targets = self.targets()
+        return 2 * max(t.interval for t in targets) + max(t.timeout for t in targets) + BARRIER_SLACK
+
+    def target_scrapes(self, since: float, at: float) -> dict[Target, list[tuple[float, float]]]:
+        """target -> its `up` samples (time, value) in (since, at]."""
+        span = f"{max(1, int((at - since) * 1000) + 1)}ms"
+        found: dict[Target, list[tuple[float, float]]] = {t: [] for t in self.targets()}
+        by_key = {(t.job, t.instance): t for t in found}
+        for job in sorted({t.job for t in found}):
+            for labels, samples in self.matrix(f"up{{job={json.dumps(job)}}}[{span}]", at):
+                target = by_key.get((labels.get("job"), labels.get("instance")))
+                if target is not None:
+                    found[target] = [(t, v) for t, v in samples if t > since]
+        return found
+
+    def scrape_after(self, after: float, timeout: float | None = None) -> float:
+        """The moment every gateway target has been scraped since `after` (epoch s), waiting for it (bounded by the
+        targets' own interval): the latest of their first scrapes after `after`. Raises when a target was down at
+        that scrape, or none came in time."""
+        deadline = time.monotonic() + (timeout if timeout is not None else self.barrier_timeout())
+        while True:
+            scrapes = self.target_scrapes(after, time.time() + 1)
+            firsts = {target: samples[0] for target, samples in scrapes.items() if samples}
+            for target, (_, up) in firsts.items():
+                if up != 1:
+                    raise MetricsSourceError(f"Prometheus at {self.url}: the gateway's target {target.instance} "
+                                             f"(job {target.job}) was down at its first scrape after the moment "
+                                             f"that mattered: {self._last_error(target)}")
+            if len(firsts) == len(scrapes):
+                return max(t for t, _ in firsts.values())
+            if time.monotonic() > deadline:
+                waiting = ", ".join(t.instance for t in scrapes if t not in firsts)
+                raise MetricsSourceError(f"Prometheus at {self.url}: no scrape of the gateway's target(s) "
+                                         f"{waiting} within {self.barrier_timeout():g} s")
             time.sleep(0.1)
-        job = f" of job {self.job}" if self.job else ""
-        state = "no target is up" if not scrapes else "no scrape after the last request"
-        raise MetricsSourceError(f"Prometheus at {self.url}: {state}{job} within {timeout:g}s")
+
+    def last_scrape_before(self, moment: float, since: float) -> float | None:
+        """The latest moment in (since, moment] at which every gateway target had been scraped successfully."""
+        scrapes = self.target_scrapes(since, moment)
+        lasts = [max((t for t, up in samples if up == 1), default=None) for samples in scrapes.values()]
+        return None if not lasts or None in lasts else min(t for t in lasts if t is not None)
+
+    def _last_error(self, target: Target) -> str:
+        for t in self._active_targets():
+            if (t["labels"].get("job"), t["labels"].get("instance")) == (target.job, target.instance):
+                return t.get("lastError") or t.get("health", "down")
+        return "no longer a target"
 
     def vector(self, query: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
         """An instant vector: (labels, value) per series, at time `at` (epoch s) or now."""
@@ -74,7 +155,7 @@ class PrometheusSource:
         return [(series["metric"], float(series["value"][1])) for series in result]
 
     def snapshot(self, at: float | None = None) -> Snapshot:
-        """Every per-user chargeback series, raw, at `at` (epoch s; history) or now."""
+        """Every per-user chargeback series, raw, at `at` (epoch s) or now."""
         series: dict[str, Series] = {}
         for labels, value in self.vector(PER_USER_SERIES, at):
             series.setdefault(labels["__name__"], []).append((labels, value))
@@ -90,13 +171,14 @@ class PrometheusSource:
         return {(labels.get("job"), labels.get("instance")): sorted(t for t, up in samples if up == 1)
                 for labels, samples in self.matrix(f"up[{window}]", at)}
 
-    def history(self, start: float, end: float) -> list[tuple[str, dict[str, str], list[tuple[float, float]], list[float]]]:
-        """Every per-user chargeback series between `start` and `end`: (metric, labels, raw samples, its target's
+    def history(self, start: float, end: float, metrics: tuple[str, ...] = CANDIDATE_METRICS
+                ) -> list[tuple[str, dict[str, str], list[tuple[float, float]], list[float]]]:
+        """Every per-user series of `metrics` between `start` and `end`: (metric, labels, raw samples, its target's
         successful scrape times)."""
         window = f"{max(1, int(end - start + 0.999))}s"
         scrapes = self.scrapes(window, end)
         return [(name, labels, samples, scrapes.get((labels.get("job"), labels.get("instance")), []))
-                for name in CANDIDATE_METRICS for labels, samples in self.matrix(f'{name}{{user!=""}}[{window}]', end)]
+                for name in metrics for labels, samples in self.matrix(f'{name}{{user!=""}}[{window}]', end)]
 
     def resets(self, start: float, end: float) -> dict[str, int]:
         """user -> how many of its counters restarted between `start` and `end` (epoch s): a fall, a gap in its

@@ -63,6 +63,13 @@ class RunRecord:
         os.replace(tmp, link)
         return record
 
+    def checkpoint(self, ledger: Ledger, reason: str) -> None:
+        """Write the ledger as it stands (the record stays running, with `reason`): nothing is lost if what
+        follows fails."""
+        self.ledger = ledger
+        self.meta["reason"] = reason
+        self.save()
+
     def finish(self, ledger: Ledger, complete: bool, reason: str = "") -> None:
         """Write the ledger, then record.json (the commit point) as complete or incomplete with the reason."""
         self.ledger = ledger

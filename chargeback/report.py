@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .counters import counter_identity, deduplicated, walk
+from . import ledger
 from .ledger import totals_by
 from .plan import Plan, Price
 from .prometheus import PrometheusSource
@@ -94,7 +95,7 @@ def from_run(run: str, per_call: dict[str, float], per_1k_tokens: dict[str, floa
     tiers = {i["user"]: i["tier"] for i in plan["identities"]}
     prices = price_list({t: v["price"] for t, v in plan["tiers"].items()}, per_call, per_1k_tokens)
     try:
-        verification: Verification | None = gather(record.path, prometheus_url=prometheus_url)
+        verification: Verification | None = gather(record.path, prometheus_url=prometheus_url, partial=True)
     except VerifyError:
         verification = None
     users, flags = [], []
@@ -103,19 +104,26 @@ def from_run(run: str, per_call: dict[str, float], per_1k_tokens: dict[str, floa
         authorized, limited, source, note = account.authorized, account.limited, "ledger", "no server counters"
         if check is not None:
             authorized, limited, source, note = check.server_authorized, check.server_limited, "server", ""
-            if (authorized, limited) != (account.authorized, account.limited) or check.resets:
-                note = (f"DISAGREES with the ledger: client saw {account.authorized} authorized / {account.limited} "
-                        f"limited" + (f"; {check.resets} counter reset(s)" if check.resets else ""))
-                flags.append(f"{account.user}: {note}")
+            problems = []
+            if not check.counted.allows(authorized, limited) or check.resets:
+                problems.append(f"DISAGREES with the ledger: client saw {account.authorized} authorized / "
+                                f"{account.limited} limited" +
+                                (f"; {check.resets} counter reset(s)" if check.resets else ""))
+            wrong = sorted(g for g in check.billed if g is not None and g not in check.allowed_groups)
+            if wrong or len(check.billed - {None}) > 1:
+                problems.append(f"BILLED under group {' and '.join(sorted(check.billed - {None}))}, the Plan says "
+                                f"{' or '.join(sorted(check.allowed_groups))}")
+            note = "; ".join(problems)
+            flags += [f"{account.user}: {problem}" for problem in problems]
         tier = tiers.get(account.user, account.tier)
         users.append(Usage(
             account.user, check.group if check else tier, authorized, limited,
             _cost(prices, tier, authorized, account.total_tokens), account.sent, account.rejected,
             account.prompt_tokens, account.completion_tokens, account.total_tokens, source, note))
     start = record.meta["started"]
-    timelines = {a.user: _cumulative([(sent - start, LIMITED if status == 429 else AUTHORIZED, 1)
-                                      for sent, _, status in a.timeline if status not in (0, 401, 403)])
-                 for a in record.ledger.accounts.values()}
+    kind = {ledger.AUTHORIZED: AUTHORIZED, ledger.LIMITED: LIMITED}
+    timelines = {a.user: _cumulative([(sent - start, kind[outcome], 1) for sent, _, outcome, _ in a.outcomes()
+                                      if outcome in kind]) for a in record.ledger.accounts.values()}
     where = ("the gateway's counters (snapshots in the run record), checked against the client's ledger"
              if verification else "the client's ledger only: the record holds no server snapshots")
     return Report(f"Chargeback for run {record.meta['run_id']} ({record.meta['scenario']})", where,

@@ -2,7 +2,8 @@
 
 Every schema gets the same record names, so one dashboard serves all: calls, limited calls and cost per user
 (labels user, tier) and per tier, and the limited ratio per tier. They are totals since the counters started
-(raw counter values, no rate()/increase() extrapolation), deduplicated across scrape jobs and replicas.
+(raw counter values, no rate()/increase() extrapolation), copies from several scrape jobs or Prometheus
+replicas counted once, Limitador replicas summed.
 """
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from pathlib import Path
 
 import yaml
 
-from .counters import TARGET_LABELS
+from .counters import COPY_LABELS
 from .plan import DEFAULT_POLICY, Plan, load_plan
 from .schema import MetricSchema, schema_named
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# Labels that tell copies of one counter apart (several monitors, Prometheus replicas, pods): never summed over.
-SCRAPE_LABELS = tuple(sorted(TARGET_LABELS - {"__name__"}))
+# Labels that tell copies of one scrape apart (several monitors, Prometheus replicas): never summed over. Limitador
+# replicas (pod, instance) are summed: each counts its own calls.
+SCRAPE_LABELS = tuple(sorted(COPY_LABELS - {"__name__"}))
 
 
 class _BlockDumper(yaml.SafeDumper):
@@ -52,7 +54,7 @@ def _user_tiers(plan: Plan) -> dict[str, str]:
 
 
 def _per_user(metric: str, user: str) -> str:
-    """A counter per user with its tier: copies of one series (scrape labels) counted once, the rest summed."""
+    """A counter per user with its tier: copies of one series (scrape labels) counted once, replicas summed."""
     return (f"sum by ({user}) (\n"
             f"  max without ({', '.join(SCRAPE_LABELS)}) ({metric}{{{user}!=\"\"}})\n"
             f")\n"

@@ -1,20 +1,22 @@
-"""Verification data: per user, what the client saw, what the server's counters rose by, and what the window
-model expects. Built from a run record and a metrics source; the checks in `checks/` assert on it."""
+"""Verification data: per user, what the client saw, what the server's counters rose by, what the window model
+says. Built from a run record and a metrics source; the checks in `checks/` assert on it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .counters import Snapshot, groups_seen, increases, per_user
+from .counters import Snapshot, counter_identity, deduplicated, groups_seen, in_namespace, increases, \
+    namespaces_of, per_user, walk
 from .endpoint import MetricsEndpoint
-from .expectations import Expectation, Rate, expect, under_token_limits
-from .ledger import Account
-from .prometheus import PrometheusSource
+from .expectations import Explanation, Prediction, Prior, Rate, Request, explain, most_authorized, predict, \
+    under_token_limits
+from .ledger import LIMITER_TIMEOUT, NOT_REACHED, Account
+from .prior import from_counters, from_history
+from .prometheus import MetricsSourceError, PrometheusSource, Target
+from .reconcile import Counted, counted, foreign_range
 from .record import COMPLETE, RunRecord
 from .schema import CANDIDATE_METRICS, SCHEMAS, MetricSchema, detect_schema, schema_named
-
-SCRAPE_WAIT = 60.0  # seconds to wait for a scrape later than the last answer (a cluster may scrape every 30 s)
 
 
 class VerifyError(ValueError):
@@ -24,37 +26,59 @@ class VerifyError(ValueError):
 class MetricsSource(Protocol):
     url: str
 
-    def wait_for_scrape(self, after: float, timeout: float = ...) -> float: ...
+    def scrape_after(self, after: float, timeout: float | None = None) -> float: ...
     def snapshot(self, at: float | None = None) -> Snapshot: ...
     def resets(self, start: float, end: float) -> dict[str, int]: ...
 
 
-def open_source(prometheus_url: str | None, metrics_url: str | None, job: str | None = None) -> MetricsSource | None:
+def open_source(prometheus_url: str | None, metrics_url: str | None, job: str | None = None,
+                targets: list[dict[str, Any]] | None = None) -> MetricsSource | None:
+    """The metrics source of a run: Prometheus (its gateway targets as the run found them, if given), else the
+    gateway's /metrics, else none."""
     if prometheus_url:
-        return PrometheusSource(prometheus_url, job=job)
+        source = PrometheusSource(prometheus_url, job=job)
+        if targets:
+            source.use_targets([Target(**t) for t in targets])
+        return source
     return MetricsEndpoint(metrics_url) if metrics_url else None
 
 
 def fresh_snapshot(source: MetricsSource, after: float) -> Snapshot:
-    """A snapshot from a scrape later than `after` (epoch s)."""
-    source.wait_for_scrape(after=after, timeout=SCRAPE_WAIT)
-    return source.snapshot()
+    """The counters at the first scrape of the gateway's targets later than `after` (epoch s): every call
+    answered by `after` is in it."""
+    at = source.scrape_after(after)
+    snapshot = source.snapshot(at)
+    snapshot.covers = (after, snapshot.at)
+    return snapshot
 
 
 @dataclass
 class UserCheck:
-    """One user's numbers: client side, server side (increase between the snapshots), model."""
+    """One user's numbers: client side, server side (the increase between the snapshots), the window model."""
 
     user: str
-    group: str
-    tier: str | None  # None: not an identity of the Plan
+    tier: str | None  # the Plan's tier; None: not an identity of the Plan
     client: Account
+    counted: Counted  # what the server's counters must have risen by, from the ledger
     server_authorized: int
     server_limited: int
     server_tokens: int | None  # token hits, for users under a token limit in a schema that counts them
     resets: int
-    expectation: Expectation | None
+    billed: set[str | None] = field(default_factory=set)  # group labels of the user's series (None: one lacks it)
+    allowed_groups: set[str] = field(default_factory=set)  # the group labels the Plan allows for the user
     rates: list[Rate] = field(default_factory=list)
+    prior: Prior | None = None
+    prediction: Prediction | None = None
+    explanation: Explanation | None = None
+    bounds: dict[str, tuple[int, int]] = field(default_factory=dict)  # rate label -> (most authorized, windows)
+    foreign: tuple[float, float] | None = None  # when calls the run did not send were counted, if known
+    open_ended: str = ""  # why the ledger may lack requests of this user ("" when it holds them all)
+
+    @property
+    def group(self) -> str:
+        """The group the server bills the user under (the Plan's tier where its series carry none)."""
+        labels = sorted(g for g in self.billed if g is not None)
+        return ",".join(labels) if len(labels) == 1 else (" + ".join(labels) if labels else self.tier or "(none)")
 
 
 @dataclass
@@ -65,23 +89,18 @@ class Verification:
     group_fallback: list[str]  # users whose series carry no group label: grouped by the Plan's tier
     before: Snapshot
     after: Snapshot
+    namespace: str | None
+    groups: dict[str, tuple[Counted, int, int]]  # billed group -> (client bounds, server authorized, limited)
+    partial: bool = False
 
     @property
-    def expected(self) -> dict[str, tuple[int, int]]:
-        return {u: (a, l) for u, (a, l) in self.record.meta.get("expected", {}).items()}
-
-    def groups(self) -> dict[str, dict[str, int]]:
-        """group -> client and server authorized/limited sums."""
-        sums: dict[str, dict[str, int]] = {}
+    def priors(self) -> dict[str, list[str]]:
+        """Where each user's state before the run came from -> the users."""
+        found: dict[str, list[str]] = {}
         for check in self.users.values():
-            row = sums.setdefault(check.group, {"client_authorized": 0, "client_limited": 0, "unanswered": 0,
-                                                "server_authorized": 0, "server_limited": 0})
-            row["unanswered"] += check.client.unanswered
-            row["client_authorized"] += check.client.authorized
-            row["client_limited"] += check.client.limited
-            row["server_authorized"] += check.server_authorized
-            row["server_limited"] += check.server_limited
-        return sums
+            if check.prior is not None and check.rates:
+                found.setdefault(check.prior.source, []).append(check.user)
+        return found
 
 
 def _schema(before: Snapshot, after: Snapshot, forced: str | None, reached_limiter: int) -> MetricSchema:
@@ -102,69 +121,253 @@ def _schema(before: Snapshot, after: Snapshot, forced: str | None, reached_limit
     return schema
 
 
-def _expectation(client: Account, rates: list[Rate], token_limited: bool) -> Expectation:
-    expectation = expect(client.timeline, rates)
-    return under_token_limits(expectation) if token_limited else expectation
+def _namespace(snapshot: Snapshot, schema: MetricSchema, users: set[str], given: str | None) -> str | None:
+    """The limitador_namespace to read: given, else the one whose series carry the Plan's users; a one-line error
+    when several do."""
+    if given:
+        return given
+    found = namespaces_of(snapshot, users, schema.user_label, schema.namespace_label)
+    if len(found) > 1:
+        raise VerifyError(f"{snapshot.source}: the Plan's users have series in several limitador_namespace values "
+                          f"({', '.join(sorted(found))}); --namespace names the gateway's route "
+                          "(<namespace>/<HTTPRoute>)")
+    return next(iter(found), None)
+
+
+def user_rates(plan: dict[str, Any], user: str) -> tuple[list[Rate], bool]:
+    """The request-limit rates that apply to a user of the Plan (as described in a run record), and whether a
+    token limit applies too."""
+    identity = next((i for i in plan["identities"] if i["user"] == user), None)
+    limits = {l["name"]: l for l in plan["limits"]}
+    applying = [limits[name] for name in (identity or {}).get("limits", [])]
+    rates = [Rate(l["name"], r["limit"], r["window_seconds"]) for l in applying if l["kind"] == "requests"
+             for r in l["rates"]]
+    return rates, any(l["kind"] == "tokens" for l in applying)
+
+
+def _shared_counters(plan: dict[str, Any]) -> dict[str, str]:
+    """user -> another user with whom it shares a counter (the model follows one identity at a time)."""
+    owners: dict[tuple, str] = {}
+    shared: dict[str, str] = {}
+    for identity in plan["identities"]:
+        for limit, values in (identity.get("counter_values") or {}).items():
+            other = owners.setdefault((limit, tuple(values)), identity["user"])
+            if other != identity["user"]:
+                shared[identity["user"]], shared[other] = other, identity["user"]
+    return shared
+
+
+def _allowed_groups(identity: dict[str, Any]) -> set[str]:
+    """The group labels a series of this identity may carry: the raw groups value, or one of its groups."""
+    return {identity.get("group_label") or ",".join(identity["groups"]), *identity["groups"], identity["tier"]} - {""}
 
 
 def verify(record: RunRecord, before: Snapshot, after: Snapshot, resets: dict[str, int],
-           schema_name: str | None = None) -> Verification:
-    """Put the client's ledger, the server's increases and the window model side by side, per user."""
+           schema_name: str | None = None, namespace: str | None = None, priors: dict[str, Prior] | None = None,
+           limiter_timeout: float = LIMITER_TIMEOUT, partial: bool = False) -> Verification:
+    """Put the client's ledger, the server's increases and the window model side by side, per user. Users without
+    a prior start from an unknown state (windows may be open)."""
+    plan = record.meta["plan"]
+    identities = {i["user"]: i for i in plan["identities"]}
     reached = sum(a.authorized + a.limited for a in record.ledger.accounts.values())
     schema = _schema(before, after, schema_name, reached)
+    namespace = _namespace(after, schema, set(identities), namespace)
     names = {"authorized": schema.authorized, "limited": schema.limited}
     if schema.token_hits:
         names["tokens"] = schema.token_hits
-    changes = {kind: increases(before.series.get(name, []), after.series.get(name, [])) for kind, name in names.items()}
+    series = {kind: (in_namespace(before.series.get(name, []), namespace),
+                     in_namespace(after.series.get(name, []), namespace)) for kind, name in names.items()}
+    changes = {kind: increases(old, new) for kind, (old, new) in series.items()}
     totals = {kind: per_user(c, schema.user_label) for kind, c in changes.items()}
     went_back = {labels.get(schema.user_label) for c in changes.values() for labels, change in c.values() if change < 0}
-    labelled = groups_seen(after.series.get(schema.authorized, []) + after.series.get(schema.limited, []),
-                           schema.user_label, schema.group_label)
-    identities = {i["user"]: i for i in record.meta["plan"]["identities"]}
-    limits = {l["name"]: l for l in record.meta["plan"]["limits"]}
+    billing = series["authorized"][1] + series["limited"][1]
+    labelled = {kind for kind in ("authorized", "limited")
+                if any(schema.group_label in labels for labels, _ in series[kind][1])}
+    billed = groups_seen([(l, v) for kind in labelled for l, v in series[kind][1]], schema.user_label,
+                         schema.group_label)
+    shared = _shared_counters(plan)
+    unaccounted = set((record.meta.get("unaccounted") or {}).get("users", []))
+    why_open = (record.meta.get("unaccounted") or {}).get("why", "")
     users = set(record.ledger.accounts) | {u for t in totals.values() for u, v in t.items() if v}
     checks: dict[str, UserCheck] = {}
     for user in sorted(users):
         identity = identities.get(user)
         client = record.ledger.accounts.get(user) or Account(user, identity["tier"] if identity else "(unknown)")
-        applying = [limits[name] for name in (identity or {}).get("limits", [])]
-        rates = [Rate(l["name"], r["limit"], r["window_seconds"]) for l in applying if l["kind"] == "requests"
-                 for r in l["rates"]]
-        token_limited = "tokens" in totals and any(l["kind"] == "tokens" for l in applying)
-        checks[user] = UserCheck(
-            user=user,
-            group=labelled.get(user) or (identity["tier"] if identity else client.tier),
-            tier=identity["tier"] if identity else None,
-            client=client,
+        outcomes = client.outcomes(limiter_timeout)
+        rates, token_limited = user_rates(plan, user)
+        check = UserCheck(
+            user=user, tier=identity["tier"] if identity else None, client=client,
+            counted=counted(outcomes, after.window, limiter_timeout, open_ended=user in unaccounted),
             server_authorized=round(totals["authorized"].get(user, 0)),
             server_limited=round(totals["limited"].get(user, 0)),
-            server_tokens=round(totals["tokens"].get(user, 0)) if token_limited else None,
-            resets=resets.get(user, 0) + (user in went_back),
-            expectation=_expectation(client, rates, any(l["kind"] == "tokens" for l in applying)) if identity else None,
-            rates=rates,
-        )
-    fallback = sorted(u for u, c in checks.items() if u not in labelled and c.tier is not None)
-    return Verification(record, schema, checks, fallback, before, after)
+            server_tokens=round(totals["tokens"].get(user, 0)) if token_limited and "tokens" in totals else None,
+            resets=resets.get(user, 0) + (user in went_back), billed=billed.get(user, set()),
+            allowed_groups=_allowed_groups(identity) if identity else set(), rates=rates,
+            open_ended=why_open if user in unaccounted else "")
+        if identity is not None:
+            _model(check, outcomes, (priors or {}).get(user) or Prior.unknown(
+                rates, record.meta["started"], "no state of the counters before the run was read"),
+                token_limited, shared.get(user))
+        checks[user] = check
+    fallback = sorted(u for u, c in checks.items() if not c.billed and c.tier is not None
+                      and (c.server_authorized or c.server_limited))
+    groups = _group_sums(checks, changes, schema, identities, labelled)
+    return Verification(record, schema, checks, fallback, before, after, namespace, groups, partial)
+
+
+def _model(check: UserCheck, outcomes: list[tuple[float, float, str, int]], prior: Prior, token_limited: bool,
+           shares_with: str | None) -> None:
+    """The window model's answers for one identity of the Plan."""
+    requests = [Request(*o) for o in outcomes if o[2] != NOT_REACHED]
+    check.prior = prior
+    check.bounds = {r.label: most_authorized(requests, r, i, prior) for i, r in enumerate(check.rates)}
+    prediction = predict(requests, check.rates, prior)
+    check.prediction = under_token_limits(prediction) if token_limited else prediction
+    if check.open_ended:
+        check.explanation = Explanation(None, why=check.open_ended)
+    elif shares_with:
+        check.explanation = Explanation(None, why=f"a counter is shared with {shares_with}, and the model follows "
+                                                   "one identity at a time")
+    elif token_limited:
+        check.explanation = Explanation(None, why="token limits apply, which the model does not follow yet")
+    else:
+        check.explanation = explain(requests, check.rates, prior)
+
+
+def _group_sums(checks: dict[str, UserCheck], changes: dict[str, dict], schema: MetricSchema,
+                identities: dict[str, dict[str, Any]], labelled: set[str]) -> dict[str, tuple[Counted, int, int]]:
+    """Per group: the client's bounds under the group the Plan bills each user in, and the server's increases
+    under the group its series carry (the Plan's tier where a metric has no group label)."""
+    sums: dict[str, list] = {}
+
+    def row(group: str) -> list:
+        return sums.setdefault(group, [Counted((0, 0), (0, 0), (0, 0)), 0, 0])
+
+    for check in checks.values():
+        identity = identities.get(check.user)
+        expected = (identity.get("group_label") or check.tier) if identity and labelled else check.tier
+        row(expected or "(none)")[0] += check.counted
+    for position, kind in ((1, "authorized"), (2, "limited")):
+        for labels, change in changes[kind].values():
+            user = labels.get(schema.user_label)
+            tier = identities[user]["tier"] if user in identities else "(none)"
+            row(labels.get(schema.group_label) or tier)[position] += round(change)
+    return {group: (values[0], values[1], values[2]) for group, values in sorted(sums.items())}
+
+
+def _after(record: RunRecord, source: MetricsSource, partial: bool) -> Snapshot:
+    """The counters one scrape after the run's last answer (never now); for a partial run whose gateway stopped
+    being scraped, the last scrape of it there was."""
+    end = record.ledger.last_answer() or record.meta["started"]
+    try:
+        return fresh_snapshot(source, end)
+    except MetricsSourceError:
+        if not partial or not isinstance(source, PrometheusSource):
+            raise
+    moment = source.last_scrape_before(record.meta.get("ended") or end + source.barrier_timeout(),
+                                       since=record.meta["started"])
+    if moment is None:
+        raise VerifyError(f"Prometheus at {source.url}: no successful scrape of the gateway since the run started")
+    snapshot = source.snapshot(moment)
+    targets = source.targets()
+    snapshot.covers = (moment - max(t.interval for t in targets), moment + max(t.timeout for t in targets))
+    return snapshot
+
+
+def _priors(record: RunRecord, source: MetricsSource | None, schema: MetricSchema,
+            namespace: str | None) -> dict[str, Prior]:
+    """Each user's state before the run: from Limitador's /counters read by the run, else from the counters'
+    history in Prometheus; users left out start unknown."""
+    plan = record.meta["plan"]
+    rates = {i["user"]: user_rates(plan, i["user"])[0] for i in plan["identities"] if i["user"] in
+             record.ledger.accounts}
+    reading = (record.meta.get("limitador") or {}).get("before")
+    if reading is not None:
+        sources = {l["name"]: l["counters"] for l in plan["limits"]}
+        values = {i["user"]: i.get("counter_values") or {} for i in plan["identities"]}
+        return {user: from_counters(reading, r, sources, values[user]) for user, r in rates.items()}
+    if isinstance(source, PrometheusSource):
+        try:
+            return from_history(source, schema.authorized, namespace, rates, record.meta["started"])
+        except MetricsSourceError:
+            return {}
+    return {}
+
+
+def _restarts(record: RunRecord, resets: dict[str, int]) -> dict[str, int]:
+    """Add a reset for every user when Limitador's /status says it restarted during the run (a restart and
+    regrowth within one scrape interval is invisible in the counters)."""
+    status = record.meta.get("limitador") or {}
+    before, after = (status.get(k) or {} for k in ("status_before", "status_after"))
+    if not before.get("started_at") or not after.get("started_at") or before["started_at"] == after["started_at"]:
+        return resets
+    return {user: resets.get(user, 0) + 1 for user in set(resets) | set(record.ledger.accounts)}
+
+
+def _foreign(v: Verification, source: PrometheusSource) -> None:
+    """For users whose server counted more than the run sent: when, from the raw samples between the snapshots."""
+    over = {u for u, c in v.users.items() if c.server_authorized + c.server_limited > c.counted.total[1]}
+    if not over:
+        return
+    history = source.history(v.before.at, v.after.at, (v.schema.authorized, v.schema.limited))
+    buckets: dict[str, dict[tuple, int]] = {}
+    read: set[tuple] = set()
+    for name, labels, samples, scrapes in history:
+        user = labels.get(v.schema.user_label)
+        if user not in over or not in_namespace([(labels, 0.0)], v.namespace):
+            continue
+        key = (name, counter_identity(labels))
+        if key in read:  # another scrape job reading the same counter
+            continue
+        read.add(key)
+        baseline = deduplicated(in_namespace(v.before.series.get(name, []), v.namespace)).get(counter_identity(labels))
+        previous_t = v.before.at
+        _, _, points = walk(samples, baseline[1] if baseline else None, scrapes)
+        previous_total = 0.0
+        for t, total in points:
+            if total > previous_total:
+                cell = buckets.setdefault(user, {})
+                cell[(previous_t, t)] = cell.get((previous_t, t), 0) + round(total - previous_total)
+            previous_t, previous_total = t, total
+    for user, cells in buckets.items():
+        check = v.users[user]
+        check.foreign = foreign_range(sorted((lo, hi, n) for (lo, hi), n in cells.items()),
+                                      check.client.outcomes()) or (v.before.at, v.after.at)
 
 
 def gather(run: str | Path, prometheus_url: str | None = None, metrics_url: str | None = None,
-           schema: str | None = None, job: str | None = None) -> Verification:
-    """Load a complete run record and its snapshots; read what is missing from the given source."""
+           schema: str | None = None, job: str | None = None, namespace: str | None = None, partial: bool = False,
+           limiter_timeout: float = LIMITER_TIMEOUT) -> Verification:
+    """Load a run record and its snapshots; read what is missing from the given source, at the run's own times
+    (so a later check reads the same numbers). An unfinished run only with `partial`."""
     record = RunRecord.load(run)
-    if record.state != COMPLETE:
-        raise VerifyError(f"{record.path}: the run is {record.state} ({record.meta.get('reason')}); "
-                          "an unfinished run cannot be verified")
-    source = open_source(prometheus_url or (None if metrics_url else record.meta.get("prometheus_url")),
-                         metrics_url or record.meta.get("metrics_url"), job)
+    if record.state != COMPLETE and not partial:
+        raise VerifyError(f"{record.path}: the run is {record.state} ({record.meta.get('reason')}); an unfinished "
+                          "run can be reconciled for what it holds with --partial")
+    meta = record.meta
+    prometheus_url = prometheus_url or (None if metrics_url else meta.get("prometheus_url"))
+    same = prometheus_url == meta.get("prometheus_url") and (job or meta.get("job")) == meta.get("job")
+    source = open_source(prometheus_url, metrics_url or meta.get("metrics_url"), job or meta.get("job"),
+                         meta.get("targets") if same else None)
     snapshots = {k: s for k, s in record.snapshots.items() if source is None or s.source == source.url}
-    if "before" in snapshots and "after" in snapshots:
-        return verify(record, snapshots["before"], snapshots["after"], snapshots["after"].resets, schema)
-    if source is None:
+    if source is None and not ("before" in snapshots and "after" in snapshots):
         raise VerifyError(f"{record.path}: the record holds no metrics snapshots; pass --prometheus-url "
                           "(or --metrics-url) to read the server's counters")
-    before = snapshots.get("before") or source.snapshot(at=record.meta["started"])
-    after = fresh_snapshot(source, after=record.ledger.last_answer() or record.meta["started"])
-    return verify(record, before, after, source.resets(before.at, after.at), schema)
+    try:
+        before = snapshots.get("before") or source.snapshot(at=meta["started"])  # type: ignore[union-attr]
+        after = snapshots.get("after") or _after(record, source, partial)  # type: ignore[arg-type]
+        resets = after.resets if "after" in snapshots else source.resets(before.at, after.at)  # type: ignore
+        resets = _restarts(record, resets)
+        reached = sum(a.authorized + a.limited for a in record.ledger.accounts.values())
+        found = _schema(before, after, schema, reached)
+        priors = _priors(record, source, found, namespace or meta.get("namespace"))
+        v = verify(record, before, after, resets, found.name, namespace or meta.get("namespace"), priors,
+                   limiter_timeout, partial or record.state != COMPLETE)
+        if isinstance(source, PrometheusSource):
+            _foreign(v, source)
+    except MetricsSourceError as exc:
+        raise VerifyError(str(exc)) from None
+    return v
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

@@ -11,7 +11,12 @@ def row(check: UserCheck, what: str, client: int, server: int, expected: str = "
             "expected": expected or "-", "difference": server - client}
 
 
-def require(condition: bool, title: str, rows: list[dict[str, object]]) -> None:
+def require(condition: bool, title: str, rows: list[dict[str, object]] | None = None) -> None:
     """Fail the check with the title and the table only (no traceback) unless `condition` holds."""
     if not condition:
-        pytest.fail(f"{title}\n{format_table(rows)}", pytrace=False)
+        pytest.fail(f"{title}\n{format_table(rows)}" if rows else title, pytrace=False)
+
+
+def undecided(why: str) -> None:
+    """The third answer: the check cannot be decided (a skip that says why)."""
+    pytest.skip(f"cannot decide: {why}")

@@ -6,16 +6,15 @@ from checks.failures import require, row
 
 
 def test_rejected_requests_moved_no_counter(v: Verification) -> None:
-    client = sum(c.client.authorized + c.client.limited for c in v.users.values())
+    high = sum(c.counted.total[1] for c in v.users.values())
     server = sum(c.server_authorized + c.server_limited for c in v.users.values())
     rejected = sum(c.client.rejected for c in v.users.values())
-    unanswered = sum(c.client.unanswered for c in v.users.values())
-    require(client <= server <= client + unanswered,
-            f"the server counted {server} calls, the client saw {client} reach the limiter ({rejected} rejected by "
-            f"auth, {unanswered} unanswered)",
+    require(server <= high,
+            f"the server counted {server} calls, more than the {high} of the run that could have reached the limiter "
+            f"({rejected} rejected by auth)",
             [row(c, "authorized+limited", c.client.authorized + c.client.limited,
                  c.server_authorized + c.server_limited) for c in v.users.values()
-             if c.client.authorized + c.client.limited != c.server_authorized + c.server_limited])
+             if c.server_authorized + c.server_limited > c.counted.total[1]])
 
 
 def test_no_series_for_identities_outside_the_plan(v: Verification) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from chargeback.plan import Plan
 from users.patterns import BackToBack, Bursty, Pattern, Poisson, Steady
@@ -50,7 +50,6 @@ class Scenario:
     description: str
     streams: tuple[Stream, ...]
     duration: float | None = None  # seconds; None: until every budget is spent
-    expected: dict[str, tuple[int, int]] = field(default_factory=dict)  # user -> (authorized, limited)
 
     def slots(self, plan: Plan) -> list[Slot]:
         """The simulated users, identities spread evenly; a one-line ValueError for a name the Plan lacks."""
@@ -86,7 +85,6 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         (Stream(users=("premiumuser1",), requests=8, prompt="Premium request", max_tokens=20),
          Stream(users=("freeuser1",), requests=5, prompt="Free request", max_tokens=10),
          Stream(users=("premiumuser2",), requests=6, prompt="Premium2 request", max_tokens=15)),
-        expected={"premiumuser1": (8, 0), "freeuser1": (2, 3), "premiumuser2": (6, 0)},
     ),
     Scenario(
         "realistic-hours",

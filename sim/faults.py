@@ -3,39 +3,57 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ONCE_PER_USER = ("over-limit", "drop-authorized", "double-count", "drop-tokens")
+ONCE_PER_USER = ("over-limit", "drop-authorized", "double-count", "drop-tokens", "model-429")
+SYNTAX = ("over-limit[:USER], drop-authorized[:USER], double-count[:USER], drop-tokens[:USER], model-429[:USER], "
+          "fail-open[:USER], mislabel:USER=GROUP, no-group, reset-after:N, forget-after:N")
 
 
 @dataclass
 class Faults:
-    """`over-limit[:USER]` lets one request over the limit through; `drop-authorized[:USER]` leaves one authorized
-    call out of the metrics; `double-count[:USER]` counts one twice; `drop-tokens[:USER]` leaves one token report
-    out of the metrics; `no-group` serves no group label;
-    `reset-after:N` resets counters and metrics (as a Limitador restart does) after N requests reached the limiter.
-    A fault naming no user applies to the first request it can."""
+    """Once (the first request it can, of USER if named): `over-limit` lets a request over the limit through;
+    `drop-authorized` leaves an authorized call out of the metrics; `double-count` counts one twice; `drop-tokens`
+    leaves a token report out of the metrics; `model-429` makes the model answer an authorized request with an
+    OpenAI-style 429 (counted as authorized). Always: `fail-open` lets the requests of USER (of everyone without
+    USER) bypass the limiter uncounted, as a gateway whose rate-limit call timed out; `mislabel:USER=GROUP` labels
+    USER's series with GROUP; `no-group` serves no group label. After N requests reached the limiter, once:
+    `reset-after:N` clears counters and metrics (a Limitador restart); `forget-after:N` clears counters only."""
 
     pending: dict[str, str | None] = field(default_factory=dict)  # kind -> user (None: anyone), until used
     no_group: bool = False
     reset_after: int | None = None
+    forget_after: int | None = None
+    fail_open: set[str | None] = field(default_factory=set)  # users bypassing the limiter (None: everyone)
+    mislabel: dict[str, str] = field(default_factory=dict)  # user -> group label served instead of the Plan's
 
     @classmethod
     def parse(cls, specs: list[str]) -> "Faults":
         faults = cls()
         for spec in specs:
             kind, _, argument = spec.partition(":")
+            user, _, group = argument.partition("=")
             if kind in ONCE_PER_USER:
                 faults.pending[kind] = argument or None
+            elif kind == "fail-open":
+                faults.fail_open.add(argument or None)
+            elif kind == "mislabel" and user and group:
+                faults.mislabel[user] = group
             elif kind == "no-group" and not argument:
                 faults.no_group = True
             elif kind == "reset-after" and argument.isdigit():
                 faults.reset_after = int(argument)
+            elif kind == "forget-after" and argument.isdigit():
+                faults.forget_after = int(argument)
             else:
-                raise ValueError(f"--fault {spec!r}: expected one of over-limit[:USER], drop-authorized[:USER], "
-                                 "double-count[:USER], drop-tokens[:USER], no-group, reset-after:N")
+                raise ValueError(f"--fault {spec!r}: expected one of {SYNTAX}")
         return faults
 
     def __bool__(self) -> bool:
-        return bool(self.pending) or self.no_group or self.reset_after is not None
+        return bool(self.pending or self.no_group or self.reset_after is not None or self.forget_after is not None
+                    or self.fail_open or self.mislabel)
+
+    def fails_open(self, user: str) -> bool:
+        """Whether this user's requests bypass the limiter."""
+        return None in self.fail_open or user in self.fail_open
 
     def take(self, kind: str, user: str) -> bool:
         """True once: the first time `kind` is pending for this user (or for anyone)."""

@@ -1,32 +1,60 @@
 """The stand-in gateway: Authorino (API keys, groups) then Limitador (fixed windows) in front of the model simulator.
 
 Serves the OpenAI routes through auth and limits, and Limitador's admin routes (`/metrics`, `/status`,
-`/limits/{ns}`, `/counters/{ns}`) on the same port.
+`/limits/{ns}`, `/counters/{ns}`, the namespace URL-encoded) on the same port; each further limiter replica serves
+its own admin routes on its own port.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import hashlib
+import signal
+import socket
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
+from urllib.parse import unquote
 
 import orjson
+import uvicorn
+import uvloop
 
 from chargeback.expressions import CelExpression, ExpressionError
+from chargeback.limits import compiled_limit, limit_identifier
 from chargeback.manifests import ManifestError
 from chargeback.plan import Identity, Limit, Plan, load_plan
 from chargeback.schema import SCHEMAS, MetricSchema, schema_named
 
 from .asgi import Receive, Send, read_body, respond, serve_lifespan
-from .faults import Faults
+from .faults import SYNTAX, Faults
 from .limiter import CounterSpec, Limiter
 from .metrics import LimitadorMetrics
-from .model import ModelConfig, ModelSimulator
+from .model import ModelConfig, ModelSimulator, rate_limit_error
 
 DEFAULT_NAMESPACE = "llm/vllm-httproute"
 JSON = "application/json"
 ADMIN_PREFIXES = ("/limits/", "/counters/")
+TOO_MANY_REQUESTS = b"Too Many Requests\n"  # the wasm-shim's 429 body
+STORAGES = ("shared", "separate")
+ASGIApp = Callable[[dict[str, Any], Receive, Send], Any]
+
+
+def rfc3339(t: float) -> str:
+    """Epoch seconds as an RFC 3339 UTC time, e.g. 2026-11-26T19:31:37.123456Z."""
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Replica:
+    """One Limitador replica: its limiter (one shared by all replicas, or its own), its own metrics, its start."""
+
+    limiter: Limiter
+    metrics: LimitadorMetrics
+    started_at: str = field(default_factory=lambda: rfc3339(time.time()))
 
 
 @dataclass(frozen=True)
@@ -42,7 +70,8 @@ class _Principal:
 
 def _specs(limit: Limit, values: tuple[str, ...]) -> list[CounterSpec]:
     hits = 1 if limit.kind == "requests" else 0
-    return [CounterSpec(limit.name, i, values, rate.limit, rate.window, hits) for i, rate in enumerate(limit.rates)]
+    name = limit_identifier(limit)
+    return [CounterSpec(name, i, values, rate.limit, rate.window, hits) for i, rate in enumerate(limit.rates)]
 
 
 def _label_value(expression: CelExpression, identity: Identity) -> str:
@@ -54,24 +83,39 @@ def _label_value(expression: CelExpression, identity: Identity) -> str:
 
 
 class Gateway:
-    """A raw ASGI app enforcing a Plan the way Authorino and Limitador would."""
+    """A raw ASGI app enforcing a Plan the way Authorino and Limitador would.
+
+    `replicas` limiter replicas take the requests that reach the limiter in turn (round-robin); with
+    `replica_storage` "shared" they count in one limiter, with "separate" each in its own. Each replica has its own
+    metrics; this app serves replica 0's admin routes, `admin_app(i)` replica i's.
+    """
 
     def __init__(self, plan: Plan, schema: MetricSchema, namespace: str | None = None,
                  model: ModelSimulator | None = None, clock: Callable[[], float] = time.monotonic,
-                 faults: Faults | None = None):
+                 faults: Faults | None = None, replicas: int = 1, replica_storage: str = "shared"):
         if plan.auth is None:
             raise ManifestError(f"{', '.join(plan.sources)}: no AuthPolicy with apiKey authentication")
+        if replica_storage not in STORAGES or replicas < 1:
+            raise ValueError(f"replicas: {replicas} with {replica_storage!r} storage; expected >= 1 with one of "
+                             f"{', '.join(STORAGES)}")
         self.plan = plan
         self.namespace = namespace or plan.limitador_namespace or DEFAULT_NAMESPACE
         self.model = model or ModelSimulator()
-        self.limiter = Limiter(clock)
-        self._reached = 0  # requests that reached the limiter (for reset-after)
+        self._reached = 0  # requests that reached the limiter (for reset-after and forget-after)
+        self._turn = 0  # the next request's replica, round-robin
         self._header = plan.auth.header.encode()
         self._realm = f'{plan.auth.prefix or "APIKEY"} realm="{plan.auth.policy}"'.encode()
-        self.faults = faults or Faults()
+        self.faults = faults if faults is not None else Faults()
+        self._group_label = schema.group_label
         self._label_names, self._label_exprs = self._labels(schema)
         self._model_label = schema.name == "fork"
-        self.metrics = LimitadorMetrics(schema, self.namespace, self._label_names + (("model",) if self._model_label else ()))
+        label_names = self._label_names + (("model",) if self._model_label else ())
+        shared = Limiter(clock)
+        self.replicas = [Replica(shared if replica_storage == "shared" or i == 0 else Limiter(clock),
+                                 LimitadorMetrics(schema, self.namespace, label_names)) for i in range(replicas)]
+        self._compiled = {(limit_identifier(limit), i): compiled_limit(limit, rate, self.namespace)
+                          for limit in plan.limits for i, rate in enumerate(limit.rates)}
+        self.config_version = hashlib.sha256(orjson.dumps(list(self._compiled.values()))).hexdigest()[:16]
         self._principals = {
             plan.auth.header_value(i.key).encode(): self._principal(i) for i in plan.identities if i.known
         }
@@ -96,6 +140,10 @@ class Gateway:
             labels = tuple(_label_value(e, identity) for e in self._label_exprs.values())
         else:
             labels = (identity.user, identity.group_label)[: len(self._label_names)]
+        group = self.faults.mislabel.get(identity.user)
+        if group is not None and self._group_label in self._label_names:
+            at = self._label_names.index(self._group_label)
+            labels = labels[:at] + (group,) + labels[at + 1:]
         return _Principal(identity, tuple(request_specs), tuple(token_specs),
                           tuple(l for l in self.plan.limits if l.per_request), labels)
 
@@ -105,9 +153,21 @@ class Gateway:
         elif scope["type"] == "http":
             path = scope["path"]
             if path == "/metrics" or path == "/status" or path.startswith(ADMIN_PREFIXES):
-                await self._admin(path, send)
+                await self._admin(self.replicas[0], scope, send)
             else:
                 await self._route(scope, receive, send)
+
+    def admin_app(self, index: int) -> ASGIApp:
+        """An ASGI app serving replica `index`'s admin routes only (404 for anything else)."""
+        replica = self.replicas[index]
+
+        async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+            if scope["type"] == "lifespan":
+                await serve_lifespan(receive, send)
+            elif scope["type"] == "http":
+                await self._admin(replica, scope, send)
+
+        return app
 
     async def _route(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         principal = None
@@ -130,42 +190,59 @@ class Gateway:
             payload = orjson.loads(body) if body else None
         except orjson.JSONDecodeError:
             payload = None
+        user = principal.identity.user
+        if self.faults.fail_open and self.faults.fails_open(user):  # the rate-limit call failed open: nothing counted
+            answer = await self.model.respond(scope["method"], scope["path"], payload)
+            await respond(send, answer.status, answer.content_type, answer.body, answer.chunks)
+            return
+        replica = self.replicas[self._turn % len(self.replicas)]
+        self._turn += 1
         labels = principal.labels
         if self._model_label:
             model = payload.get("model") if isinstance(payload, dict) else None
             labels = labels + (str(model or ""),)
         specs = principal.request_specs + principal.token_specs + self._per_request_specs(principal, scope)
-        limited = self.limiter.check(specs) is not None
+        limited = replica.limiter.check(specs) is not None
         hits = 1
         if self.faults:
-            limited, hits = self._inject(principal.identity.user, limited)
+            limited, hits = self._inject(user, limited)
         if limited:
-            self.metrics.limited[labels] += 1
-            await respond(send, 429, "text/plain")
+            replica.metrics.limited[labels] += 1
+            await respond(send, 429, "text/plain", TOO_MANY_REQUESTS)
             return
-        self.metrics.authorized[labels] += hits
-        answer = await self.model.respond(scope["method"], scope["path"], payload)
-        if answer.chunks is None:
-            await respond(send, answer.status, answer.content_type, answer.body)
+        replica.metrics.authorized[labels] += hits
+        if self.faults and self.faults.take("model-429", user):
+            answer = rate_limit_error()
         else:
-            await respond(send, answer.status, answer.content_type, chunks=answer.chunks)
+            answer = await self.model.respond(scope["method"], scope["path"], payload)
+        await respond(send, answer.status, answer.content_type, answer.body, answer.chunks)
         if answer.usage is not None and principal.token_specs:
-            self.limiter.report(principal.token_specs, answer.usage.total_tokens)
-            if not (self.faults and self.faults.take("drop-tokens", principal.identity.user)):
-                self.metrics.token_hits[labels] += answer.usage.total_tokens
+            replica.limiter.report(principal.token_specs, answer.usage.total_tokens)
+            if not (self.faults and self.faults.take("drop-tokens", user)):
+                replica.metrics.token_hits[labels] += answer.usage.total_tokens
 
     def _inject(self, user: str, limited: bool) -> tuple[bool, int]:
         """Apply the pending faults to one request: whether it is limited, and how many authorized calls count."""
         self._reached += 1
         if self._reached == self.faults.reset_after:
-            self.limiter = Limiter(self.limiter.clock)
-            for counts in (self.metrics.authorized, self.metrics.limited, self.metrics.token_hits):
-                counts.clear()
+            self._restart()
+        if self._reached == self.faults.forget_after:
+            for replica in self.replicas:
+                replica.limiter.clear()
         if limited:
             return not self.faults.take("over-limit", user), 1
         if self.faults.take("drop-authorized", user):
             return False, 0
         return False, 2 if self.faults.take("double-count", user) else 1
+
+    def _restart(self) -> None:
+        """What restarting every limiter replica loses: counters, windows and metrics; `started_at` moves on."""
+        started = rfc3339(time.time())
+        for replica in self.replicas:
+            replica.limiter.clear()
+            for counts in (replica.metrics.authorized, replica.metrics.limited, replica.metrics.token_hits):
+                counts.clear()
+            replica.started_at = started
 
     def _per_request_specs(self, principal: _Principal, scope: dict[str, Any]) -> tuple[CounterSpec, ...]:
         """Limits that read request attributes, evaluated for this request."""
@@ -183,37 +260,42 @@ class Gateway:
                 continue
         return tuple(specs)
 
-    async def _admin(self, path: str, send: Send) -> None:
+    async def _admin(self, replica: Replica, scope: dict[str, Any], send: Send) -> None:
+        """Limitador's admin routes; the namespace must come URL-encoded (a raw `/` in it is a 404, as there)."""
+        path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         if path == "/metrics":
-            await respond(send, 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render())
-        elif path == "/status":
-            await respond(send, 200, JSON, b'{"status":"ok"}')
-        elif path.startswith("/limits/"):
-            await respond(send, 200, JSON, orjson.dumps(self.limits(path.removeprefix("/limits/"))))
-        else:
-            await respond(send, 200, JSON, orjson.dumps(self.counters(path.removeprefix("/counters/"))))
+            await respond(send, 200, "text/plain; version=0.0.4; charset=utf-8", replica.metrics.render())
+            return
+        if path == "/status":
+            await respond(send, 200, JSON, orjson.dumps(self.status(replica)))
+            return
+        route, _, namespace = path[1:].partition("/")
+        if route not in ("limits", "counters") or not namespace or "/" in namespace:
+            await respond(send, 404, "text/plain")
+            return
+        namespace = unquote(namespace)
+        found = self.limits(namespace) if route == "limits" else self.counters(namespace, replica)
+        await respond(send, 200, JSON, orjson.dumps(found))
 
-    def _limit_json(self, name: str, index: int) -> dict[str, Any]:
-        limit = next(l for l in self.plan.limits if l.name == name)
-        rate = limit.rates[index]
-        return {"namespace": self.namespace, "max_value": rate.limit, "seconds": rate.window, "name": limit.name,
-                "conditions": [p.source for p in limit.predicates], "variables": [c.source for c in limit.counters]}
+    def status(self, replica: Replica) -> dict[str, Any]:
+        """Limitador's GET /status for one replica."""
+        return {"started_at": replica.started_at, "config_applied_at": replica.started_at,
+                "config_version": self.config_version, "config_err_since": None}
 
     def limits(self, namespace: str) -> list[dict[str, Any]]:
-        """Limitador's GET /limits/{ns}: every rate of every limit, as a Limitador limit."""
-        if namespace != self.namespace:
-            return []
-        return [self._limit_json(l.name, i) for l in self.plan.limits for i in range(len(l.rates))]
+        """Limitador's GET /limits/{ns}: every rate of every limit, as kuadrant-operator compiles them."""
+        return list(self._compiled.values()) if namespace == self.namespace else []
 
-    def counters(self, namespace: str) -> list[dict[str, Any]]:
-        """Limitador's GET /counters/{ns}: the live counters with remaining quota and seconds to reset."""
+    def counters(self, namespace: str, replica: Replica | None = None) -> list[dict[str, Any]]:
+        """Limitador's GET /counters/{ns} of a replica (default 0): the live counters, remaining quota (unsigned,
+        wrapping past the max) and whole seconds to reset (truncated)."""
         if namespace != self.namespace:
             return []
         result = []
-        for state in self.limiter.counters():
-            limit = self._limit_json(state.spec.limit_name, state.spec.rate_index)
+        for state in (replica or self.replicas[0]).limiter.counters():
+            limit = self._compiled[(state.spec.limit_name, state.spec.rate_index)]
             result.append({"limit": limit, "set_variables": dict(zip(limit["variables"], state.spec.values)),
-                           "remaining": state.remaining, "expires_in_seconds": round(state.expires_in, 3)})
+                           "remaining": state.remaining, "expires_in_seconds": int(state.expires_in)})
         return result
 
 
@@ -226,26 +308,71 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--ttft", type=float, default=0.0, help="model time to first token, seconds")
     parser.add_argument("--per-token", type=float, default=0.0, help="model time per completion token, seconds")
-    parser.add_argument("--fault", action="append", default=[], help="inject a fault (tests): " + Faults.__doc__.split(";")[0])
+    parser.add_argument("--fault", action="append", default=[], metavar="KIND[:ARG]",
+                        help=f"inject a fault (tests): {SYNTAX}")
+    parser.add_argument("--replica-port", action="append", type=int, default=[], metavar="PORT",
+                        help="one more limiter replica, its admin routes on PORT (repeatable)")
+    parser.add_argument("--replica-storage", default="shared", choices=STORAGES,
+                        help="shared: one set of counters for all replicas; separate: each its own (default shared)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    import uvicorn
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to `_serve` (several of them share one loop)."""
 
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port as uvicorn binds one (listening starts when its server does)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def _serve(servers: list[tuple[_Server, socket.socket]]) -> None:
+    """Run every server on its socket until SIGINT or SIGTERM, which stops them all."""
+    def stop() -> None:
+        for server, _ in servers:
+            server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop)
+    await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
+
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         plan = load_plan(args.policy)
         gateway = Gateway(plan, schema_named(args.schema), args.namespace,
                           ModelSimulator(ModelConfig(time_to_first_token=args.ttft, time_per_token=args.per_token)),
-                          faults=Faults.parse(args.fault))
+                          faults=Faults.parse(args.fault), replicas=1 + len(args.replica_port),
+                          replica_storage=args.replica_storage)
     except (ManifestError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    uvicorn.run(gateway, host=args.host, port=args.port, log_level="warning", access_log=False,
-                loop="uvloop", http="httptools", lifespan="on")
+    servers = []
+    for app, flag, port in [(gateway, "--port", args.port)] + [
+            (gateway.admin_app(i), "--replica-port", port) for i, port in enumerate(args.replica_port, 1)]:
+        try:
+            sock = _bind(args.host, port)
+        except OSError as exc:
+            print(f"error: port {port} on {args.host} is in use ({flag}): {exc.strerror}", file=sys.stderr)
+            return 2
+        config = uvicorn.Config(app, log_level="warning", access_log=False, http="httptools", lifespan="on")
+        servers.append((_Server(config), sock))
+    uvloop.run(_serve(servers))
     return 0
 
 

@@ -1,16 +1,18 @@
-"""Limitador's counting semantics: fixed windows that open at the first hit of each counter."""
+"""Limitador's counting semantics (its in-memory storage): fixed windows per counter, opened when first needed."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+U64 = 2**64
+
 
 @dataclass(frozen=True)
 class CounterSpec:
     """One Limitador limit applied to one counter: a rate of a policy limit, for one set of counter values."""
 
-    limit_name: str
+    limit_name: str  # the limit's identifier (kuadrant-operator's descriptor key)
     rate_index: int
     values: tuple[str, ...]
     max_value: int
@@ -33,29 +35,35 @@ class _Window:
 class CounterState:
     spec: CounterSpec
     value: int
-    remaining: int
+    remaining: int  # max_value - value as Limitador's u64: a counter past its max wraps to a huge number
     expires_in: float
 
 
 class Limiter:
-    """In-memory counters as Limitador keeps them (a restart forgets everything)."""
+    """In-memory counters as Limitador keeps them (a restart forgets everything).
+
+    A request is allowed iff value + delta <= max_value for every counter (a token check counts as 1 and opens
+    nothing: its window starts at the first report). Counters are checked in order and the first one over its limit
+    ends the check, as in Limitador without rate-limit headers. A qualified counter (one with variables) that does
+    not exist yet is created at value 0, expiring a window from now, when it is checked, even if a later counter
+    limits the request. An expired counter reads 0; the next allowed update sets value = delta and expiry = now +
+    window. A limited request updates nothing.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self._windows: dict[tuple, _Window] = {}
 
-    def _value(self, spec: CounterSpec, now: float) -> int:
-        window = self._windows.get(spec.key)
-        return window.value if window is not None and window.expires_at > now else 0
-
     def check(self, specs: Iterable[CounterSpec]) -> CounterSpec | None:
-        """Check every counter: if any is at its limit (or its hits would pass it) return the first such counter
-        and add nothing (a limited request consumes no quota); else add each counter's hits and return None."""
+        """The first counter that limits the request (nothing is added), or None after adding each counter's hits."""
         now = self.clock()
         specs = tuple(specs)
         for spec in specs:
-            value = self._value(spec, now)
-            if value >= spec.max_value or value + spec.hits_on_check > spec.max_value:
+            window = self._windows.get(spec.key)
+            if window is None and spec.values and spec.hits_on_check:
+                window = self._windows[spec.key] = _Window(spec, 0, now + spec.seconds)
+            value = window.value if window is not None and window.expires_at > now else 0
+            if value + max(spec.hits_on_check, 1) > spec.max_value:
                 return spec
         for spec in specs:
             self._add(spec, spec.hits_on_check, now)
@@ -76,10 +84,12 @@ class Limiter:
             else:
                 window.value += delta
 
+    def clear(self) -> None:
+        """Forget every counter and window."""
+        self._windows.clear()
+
     def counters(self) -> list[CounterState]:
         """The live counters (expired windows are not shown, as in Limitador)."""
         now = self.clock()
-        return [
-            CounterState(w.spec, w.value, max(w.spec.max_value - w.value, 0), w.expires_at - now)
-            for w in self._windows.values() if w.expires_at > now
-        ]
+        return [CounterState(w.spec, w.value, (w.spec.max_value - w.value) % U64, w.expires_at - now)
+                for w in self._windows.values() if w.expires_at > now]

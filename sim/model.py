@@ -66,6 +66,13 @@ def _error(status: int, message: str) -> ModelResponse:
     return ModelResponse(status, JSON, orjson.dumps(err))
 
 
+def rate_limit_error() -> ModelResponse:
+    """The model server's own 429 (OpenAI's shape): it comes after the limiter authorized the request."""
+    err = {"error": {"message": "Rate limit reached for requests; please retry later.", "type": "rate_limit_error",
+                     "code": "rate_limit_exceeded"}}
+    return ModelResponse(429, JSON, orjson.dumps(err))
+
+
 class ModelSimulator:
     """Answers /v1/models, /v1/completions and /v1/chat/completions deterministically."""
 

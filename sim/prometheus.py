@@ -1,10 +1,14 @@
 """Launch a real Prometheus server for a local test stack."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import tempfile
+import time
+import urllib.request
+from datetime import datetime
 
 import yaml
 
@@ -38,18 +42,34 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could not bind `port` on `host` now (something is bound or listening there)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: a TIME_WAIT port is free
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+        return False
+
+
 def render_config(targets: list[str], job: str = "limitador", scrape_interval: str = "1s",
                   metrics_path: str = "/metrics", rule_files: list[str] | None = None,
-                  extra_jobs: list[str] | None = None) -> str:
-    """Return prometheus.yml text scraping `targets` (host:port) as `job`, and again as each of `extra_jobs`
-    (duplicate series, as two ServiceMonitors on one Limitador give)."""
+                  extra_jobs: list[str] | None = None,
+                  other_jobs: dict[str, tuple[list[str], str]] | None = None) -> str:
+    """Return prometheus.yml text scraping `targets` (host:port) as `job` every `scrape_interval`, again as each of
+    `extra_jobs` (duplicate series, as two ServiceMonitors on one Limitador give), and each of `other_jobs`
+    (name -> (targets, interval)) at its own interval."""
+    jobs = [(name, list(targets), scrape_interval) for name in [job, *(extra_jobs or [])]]
+    jobs += [(name, list(other), interval) for name, (other, interval) in (other_jobs or {}).items()]
     config: dict = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "scrape_configs": [{
             "job_name": name,
+            "scrape_interval": interval,
             "metrics_path": metrics_path,
-            "static_configs": [{"targets": list(targets)}],
-        } for name in [job, *(extra_jobs or [])]],
+            "static_configs": [{"targets": job_targets}],
+        } for name, job_targets, interval in jobs],
     }
     if rule_files:
         config["rule_files"] = list(rule_files)
@@ -62,11 +82,13 @@ class PrometheusServer:
     def __init__(self, targets: list[str], port: int = 0, job: str = "limitador",
                  scrape_interval: str = "1s", data_dir: str | None = None,
                  binary: str | None = None, extra_rule_files: list[str] | None = None,
-                 extra_jobs: list[str] | None = None) -> None:
+                 extra_jobs: list[str] | None = None,
+                 other_jobs: dict[str, tuple[list[str], str]] | None = None) -> None:
         self.targets = list(targets)
         self.port = port or free_port()
         self.job = job
         self.extra_jobs = list(extra_jobs or [])
+        self.other_jobs = dict(other_jobs or {})
         self.scrape_interval = scrape_interval
         self.binary = binary or find_binary()
         self.rule_files = list(extra_rule_files or [])
@@ -82,7 +104,7 @@ class PrometheusServer:
         config_path = os.path.join(self.data_dir, "prometheus.yml")
         with open(config_path, "w") as f:
             f.write(render_config(self.targets, self.job, self.scrape_interval, rule_files=self.rule_files,
-                                  extra_jobs=self.extra_jobs))
+                                  extra_jobs=self.extra_jobs, other_jobs=self.other_jobs))
         self.process = ManagedProcess(
             "prometheus",
             [self.binary, f"--config.file={config_path}",
@@ -96,6 +118,30 @@ class PrometheusServer:
             self.stop()
             raise
         return self
+
+    def last_scrapes(self, job: str) -> list[float]:
+        """Epoch seconds of the last successful scrape of each healthy target of `job`."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/targets?state=active", timeout=5) as response:
+            targets = json.load(response)["data"]["activeTargets"]
+        return [datetime.fromisoformat(t["lastScrape"]).timestamp() for t in targets
+                if t["labels"].get("job") == job and t.get("health") == "up"]
+
+    def wait_for_scrape(self, jobs: list[str], targets: int, after: float, timeout: float) -> None:
+        """Until each of `jobs` has `targets` healthy targets, each scraped after `after` (epoch s); a one-line
+        RuntimeError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        for job in jobs:
+            while True:
+                try:
+                    scrapes = self.last_scrapes(job)
+                except (OSError, ValueError, KeyError):
+                    scrapes = []
+                if len(scrapes) >= targets and min(scrapes) > after:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Prometheus at {self.url}: {targets} target(s) of job {job} were not all "
+                                       f"scraped within {timeout:g}s")
+                time.sleep(0.1)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the process group; remove a temp data dir."""

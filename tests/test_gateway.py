@@ -2,16 +2,24 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chargeback.plan import load_plan
 from chargeback.schema import SCHEMAS
+from sim.faults import Faults
 from sim.gateway import Gateway
-from test_plan import DEPLOY, REFERENCE, limit_policy, secret, write
+from test_plan import DEPLOY, REFERENCE, ROOT, limit_policy, secret, write
 
 SEED = (("premiumuser1", 8), ("freeuser1", 5), ("premiumuser2", 6))  # the seed demo's traffic
 BODY = {"model": "Qwen/Qwen3-0.6B", "prompt": "Premium request", "max_tokens": 20}
@@ -19,9 +27,10 @@ BODY = {"model": "Qwen/Qwen3-0.6B", "prompt": "Premium request", "max_tokens": 2
 
 def call(app: Gateway, method: str, path: str, headers: dict[str, str] | None = None,
          body: dict | bytes | None = None) -> tuple[int, dict[bytes, bytes], bytes]:
-    """One request through the ASGI app: status, headers, body."""
+    """One request through the ASGI app as uvicorn passes it (`path` decoded, `raw_path` as sent): status, headers,
+    body."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else b""
-    scope = {"type": "http", "method": method, "path": path,
+    scope = {"type": "http", "method": method, "path": unquote(path), "raw_path": path.encode(),
              "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]}
     sent: list[dict] = []
 
@@ -40,15 +49,15 @@ def complete(app: Gateway, key: str | None, body: dict | None = None, path: str 
     return call(app, "POST", path, headers, body or BODY)[0]
 
 
-def samples(app: Gateway) -> dict[tuple[str, tuple], float]:
-    """(metric, sorted labels) -> value, parsed back with prometheus_client."""
+def samples(app) -> dict[tuple[str, tuple], float]:
+    """(metric, sorted labels) -> value, parsed back with prometheus_client (`app`: a gateway or a replica's app)."""
     text = call(app, "GET", "/metrics")[2].decode()
     return {(s.name.removesuffix("_total"), tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def gateway(schema: str = "seed", *paths: Path) -> Gateway:
-    return Gateway(load_plan(list(paths) or [DEPLOY]), SCHEMAS[schema])
+def gateway(schema: str = "seed", *paths: Path, **options) -> Gateway:
+    return Gateway(load_plan(list(paths) or [DEPLOY]), SCHEMAS[schema], **options)
 
 
 NS = ("limitador_namespace", "llm/vllm-httproute")
@@ -113,19 +122,6 @@ def test_model_errors_after_the_limiter_still_count_as_authorized() -> None:
     assert samples(app)[("authorized_calls", (NS,))] == 2
 
 
-def test_limits_and_counters_endpoints() -> None:
-    app = gateway("seed")
-    for _ in range(3):
-        complete(app, "freeuser2_key")
-    limits = json.loads(call(app, "GET", "/limits/llm/vllm-httproute")[2])
-    assert [(l["name"], l["max_value"], l["seconds"]) for l in limits] == [
-        ("free-user-requests", 2, 120.0), ("premium-user-requests", 10, 120.0), ("enterprise-user-requests", 50, 120.0)]
-    [counter] = json.loads(call(app, "GET", "/counters/llm/vllm-httproute")[2])
-    assert counter["set_variables"] == {"auth.identity.userid": "freeuser2"}
-    assert counter["remaining"] == 0 and 0 < counter["expires_in_seconds"] <= 120
-    assert json.loads(call(app, "GET", "/counters/llm/vllm-gateway")[2]) == []
-
-
 def test_token_limit_allows_the_crossing_request_then_limits(tmp_path: Path) -> None:
     write(tmp_path, "trlp.yaml", limit_policy("free-tokens", "[{limit: 30, window: 1m}]", kind="TokenRateLimitPolicy"))
     app = gateway("fork", DEPLOY / "api-keys.yaml", DEPLOY / "auth-policy.yaml", tmp_path)
@@ -152,3 +148,184 @@ def test_telemetry_policy_labels(tmp_path: Path) -> None:
     app = gateway("telemetry", tmp_path, REFERENCE / "maas-telemetry-policy.yaml")
     assert complete(app, "alice_key") == 200
     assert samples(app)[("authorized_calls", (NS, ("tier", "free"), ("user", "alice")))] == 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+USERID = 'descriptors[0]["auth.identity.userid"]'
+COMPILED = {tier: {"id": None, "namespace": "llm/vllm-httproute", "max_value": limit, "seconds": 120,
+                   "name": f"{tier}-user-requests",
+                   "conditions": [f'descriptors[0]["limit.{tier}_user_requests__{h}"] == "1"'], "variables": [USERID]}
+            for tier, limit, h in (("free", 2, "b19516ff"), ("premium", 10, "3466dc78"),
+                                   ("enterprise", 50, "23d1c320"))}
+
+
+def get_json(app, path: str):
+    status, headers, body = call(app, "GET", path)
+    assert (status, headers[b"content-type"]) == (200, b"application/json")
+    return json.loads(body)
+
+
+def test_a_limited_request_gets_kuadrants_429() -> None:
+    app = gateway("seed")
+    assert [complete(app, "freeuser1_key") for _ in range(2)] == [200, 200]
+    status, headers, body = call(app, "POST", "/v1/completions", {"Authorization": "APIKEY freeuser1_key"}, BODY)
+    assert (status, headers[b"content-type"], body) == (429, b"text/plain", b"Too Many Requests\n")
+
+
+def test_limits_endpoint_serves_the_limits_as_kuadrant_compiles_them() -> None:
+    app = gateway("seed")
+    assert get_json(app, "/limits/llm%2Fvllm-httproute") == [COMPILED[t] for t in ("free", "premium", "enterprise")]
+    assert get_json(app, "/limits/llm%2fother-route") == []
+    for path in ("/limits/llm/vllm-httproute", "/counters/llm/vllm-httproute", "/limits/", "/counters/"):
+        assert call(app, "GET", path)[0] == 404, path
+
+
+def test_counters_endpoint_lists_live_counters_with_truncated_expiry() -> None:
+    clock = Clock()
+    app = gateway("seed", clock=clock)
+    for _ in range(3):
+        complete(app, "freeuser2_key")
+    clock.now = 1000.5
+    complete(app, "premiumuser1_key")
+    clock.now = 1030.4  # free expires in 89.6 s, premium in 90.1 s
+    assert get_json(app, "/counters/llm%2Fvllm-httproute") == [
+        {"limit": COMPILED["free"], "set_variables": {USERID: "freeuser2"}, "remaining": 0, "expires_in_seconds": 89},
+        {"limit": COMPILED["premium"], "set_variables": {USERID: "premiumuser1"}, "remaining": 9,
+         "expires_in_seconds": 90},
+    ]
+    assert get_json(app, "/counters/llm%2Fvllm-gateway") == []
+    clock.now = 1120.0
+    assert [c["set_variables"][USERID] for c in get_json(app, "/counters/llm%2Fvllm-httproute")] == ["premiumuser1"]
+
+
+def test_a_token_counter_past_its_max_shows_limitadors_wrapped_remaining(tmp_path: Path) -> None:
+    write(tmp_path, "trlp.yaml", limit_policy("free-tokens", "[{limit: 30, window: 1m}]", kind="TokenRateLimitPolicy"))
+    app = gateway("fork", DEPLOY / "api-keys.yaml", DEPLOY / "auth-policy.yaml", tmp_path)
+    assert [complete(app, "freeuser1_key") for _ in range(2)] == [200, 200]  # 22 tokens each: 44 of 30
+    [counter] = get_json(app, "/counters/llm%2Fvllm-httproute")
+    assert counter["remaining"] == 2**64 - 14
+    assert (counter["limit"]["name"], counter["limit"]["seconds"], counter["limit"]["conditions"]) == (
+        "free-tokens", 60, ['descriptors[0]["tokenlimit.free_tokens__' + hashlib.sha256(b"llm/free-tokens/free-tokens")
+                            .hexdigest()[:8] + '"] == "1"'])
+
+
+def test_status_endpoint_has_limitadors_fields() -> None:
+    app = gateway("seed")
+    status = get_json(app, "/status")
+    assert list(status) == ["started_at", "config_applied_at", "config_version", "config_err_since"]
+    started = datetime.strptime(status["started_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    assert 0 <= time.time() - started.timestamp() < 5
+    assert status["config_applied_at"] == status["started_at"] and status["config_err_since"] is None
+    assert status["config_version"] == app.config_version and len(app.config_version) == 16
+    assert gateway("seed").config_version == app.config_version
+    assert gateway("seed", DEPLOY, namespace="llm/other").config_version != app.config_version
+
+
+def per_user(app, metric: str) -> dict[str, tuple[float, str | None]]:
+    """user -> (value, group label) of one metric's series."""
+    found = {}
+    for (name, labels), value in samples(app).items():
+        if name == metric:
+            found[dict(labels)["user"]] = (value, dict(labels).get("group"))
+    return found
+
+
+def faulty(schema: str = "seed", *faults: str, **options) -> Gateway:
+    return gateway(schema, faults=Faults.parse(list(faults)), **options)
+
+
+@pytest.mark.parametrize("schema", ["seed", "telemetry", "fork"])
+def test_mislabel_serves_another_group_for_one_user(schema: str) -> None:
+    app = faulty(schema, "mislabel:freeuser1=premium")
+    assert [complete(app, "freeuser1_key") for _ in range(3)] == [200, 200, 429]
+    assert complete(app, "premiumuser1_key") == 200
+    names = SCHEMAS[schema]
+    group = {"fork": (None, None)}.get(schema, ("premium", "premium"))
+    assert per_user(app, names.authorized) == {"freeuser1": (2, group[0]), "premiumuser1": (1, group[1])}
+    assert per_user(app, names.limited) == {"freeuser1": (1, group[0])}
+
+
+def test_fail_open_for_one_user_bypasses_the_limiter_every_time() -> None:
+    app = faulty("seed", "fail-open:freeuser1")
+    assert [complete(app, "freeuser1_key") for _ in range(5)] == [200] * 5
+    assert [complete(app, "freeuser2_key") for _ in range(3)] == [200, 200, 429]
+    assert per_user(app, "authorized_calls_with_user_and_group") == {"freeuser2": (2, "free")}
+    assert per_user(app, "limited_calls_with_user_and_group") == {"freeuser2": (1, "free")}
+    assert [c["set_variables"][USERID] for c in get_json(app, "/counters/llm%2Fvllm-httproute")] == ["freeuser2"]
+
+
+def test_fail_open_without_a_user_lets_everyone_through_uncounted() -> None:
+    app = faulty("seed", "fail-open")
+    assert [complete(app, f"{user}_key") for user in ("freeuser1", "freeuser2") for _ in range(4)] == [200] * 8
+    assert [k for k in samples(app) if k[0] != "limitador_up"] == []  # not even the namespace totals moved
+    assert get_json(app, "/counters/llm%2Fvllm-httproute") == []
+
+
+@pytest.mark.parametrize("fault, authorized, restarted", [("forget-after:2", 4, False), ("reset-after:2", 3, True)])
+def test_forget_after_clears_the_windows_and_keeps_the_metrics(fault: str, authorized: int, restarted: bool) -> None:
+    app = faulty("seed", fault)
+    started = get_json(app, "/status")["started_at"]
+    time.sleep(0.001)
+    # the second request's count is forgotten with the window: two more fit before the limit
+    assert [complete(app, "freeuser1_key") for _ in range(5)] == [200, 200, 200, 200, 429]
+    assert per_user(app, "authorized_calls_with_user_and_group") == {"freeuser1": (authorized, "free")}
+    assert per_user(app, "limited_calls_with_user_and_group") == {"freeuser1": (1, "free")}
+    assert (get_json(app, "/status")["started_at"] != started) is restarted
+    assert [complete(app, "freeuser1_key") for _ in range(3)] == [429] * 3  # once only
+
+
+def test_model_429_is_the_model_servers_answer_after_the_limiter_counted_it() -> None:
+    app = faulty("seed", "model-429:premiumuser1")
+    assert complete(app, "freeuser1_key") == 200
+    status, headers, body = call(app, "POST", "/v1/completions", {"Authorization": "APIKEY premiumuser1_key"}, BODY)
+    assert (status, headers[b"content-type"]) == (429, b"application/json")
+    assert json.loads(body) == {"error": {"message": "Rate limit reached for requests; please retry later.",
+                                          "type": "rate_limit_error", "code": "rate_limit_exceeded"}}
+    assert [complete(app, "premiumuser1_key") for _ in range(2)] == [200, 200]
+    assert per_user(app, "authorized_calls_with_user_and_group") == {"freeuser1": (1, "free"),
+                                                                     "premiumuser1": (3, "premium")}
+    assert per_user(app, "limited_calls_with_user_and_group") == {}
+    remaining = {c["set_variables"][USERID]: c["remaining"] for c in get_json(app, "/counters/llm%2Fvllm-httproute")}
+    assert remaining == {"freeuser1": 1, "premiumuser1": 7}
+
+
+@pytest.mark.parametrize("storage, statuses, per_replica", [
+    ("shared", [200, 200, 429, 429, 429, 429], (1, 2)),  # one set of counters: the limit holds across replicas
+    ("separate", [200, 200, 200, 200, 429, 429], (2, 1)),  # each replica its own window: limit x replicas
+])
+def test_replicas_take_requests_in_turn_and_count_their_own(storage: str, statuses: list[int],
+                                                             per_replica: tuple[int, int]) -> None:
+    app = gateway("seed", replicas=2, replica_storage=storage)
+    assert [complete(app, "freeuser1_key") for _ in range(6)] == statuses
+    for replica in (app, app.admin_app(1)):
+        assert (per_user(replica, "authorized_calls_with_user_and_group"),
+                per_user(replica, "limited_calls_with_user_and_group")) == (
+            {"freeuser1": (per_replica[0], "free")}, {"freeuser1": (per_replica[1], "free")})
+        [counter] = get_json(replica, "/counters/llm%2Fvllm-httproute")
+        assert (counter["set_variables"], counter["remaining"]) == ({USERID: "freeuser1"}, 0)
+        assert get_json(replica, "/limits/llm%2Fvllm-httproute") == list(COMPILED.values())
+        assert get_json(replica, "/status")["config_version"] == app.config_version
+    assert call(app.admin_app(1), "POST", "/v1/completions", {"Authorization": "APIKEY freeuser1_key"}, BODY)[0] == 404
+
+
+def test_bad_replica_options_are_one_error() -> None:
+    with pytest.raises(ValueError,
+                       match=r"^replicas: 2 with 'mirrored' storage; expected >= 1 with one of shared, separate$"):
+        gateway("seed", replicas=2, replica_storage="mirrored")
+
+
+def test_the_gateway_process_names_a_replica_port_in_use() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "sim.gateway", "--policy", str(DEPLOY), "--port", "0",
+                                 "--replica-port", str(port)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (
+        2, f"error: port {port} on 127.0.0.1 is in use (--replica-port): Address already in use\n")

@@ -3,28 +3,36 @@ from __future__ import annotations
 
 import random
 
-from chargeback.ledger import TRANSPORT_ERROR, Ledger, classify
+from chargeback.ledger import AUTHORIZED, DECIDED, LIMITED, MAYBE, MODEL_429, NO_ANSWER, NOT_CONNECTED, NOT_REACHED, \
+    Ledger, classify, limiter_outcome
 from chargeback.plan import load_plan
 from test_plan import DEPLOY
 
 
 def test_classification_follows_where_the_request_stopped() -> None:
-    assert [classify(s) for s in (200, 404, 429, 401, 403, 500, 503, TRANSPORT_ERROR)] == [
+    assert [classify(s) for s in (200, 404, 429, 401, 403, 500, 503, NO_ANSWER, NOT_CONNECTED, MODEL_429)] == [
         ("authorized",), ("authorized",), ("limited",), ("rejected",), ("rejected",),
-        ("authorized", "errors"), ("authorized", "errors"), ("errors",)]
+        ("authorized", "errors"), ("authorized", "errors"), ("errors",), ("errors",), ("authorized", "errors")]
+
+
+def test_what_became_of_a_request_at_the_limiter() -> None:
+    assert [limiter_outcome(0.0, 0.01, s) for s in (200, 503, MODEL_429, 429, 401, 403, NOT_CONNECTED)] == [
+        AUTHORIZED, AUTHORIZED, AUTHORIZED, LIMITED, NOT_REACHED, NOT_REACHED, NOT_REACHED]
+    assert [limiter_outcome(0.0, t, NO_ANSWER) for t in (0.05, 0.1, 0.15, 30.0)] == [MAYBE, MAYBE, DECIDED, DECIDED]
+    assert limiter_outcome(0.0, 0.15, NO_ANSWER, limiter_timeout=0.2) == MAYBE
 
 
 def test_record_counts_tokens_times_and_timeline() -> None:
     ledger = Ledger()
     ledger.record("freeuser1", "free", 10.5, 10.6, 200, (2, 10, 12))
     ledger.record("freeuser1", "free", 10.0, 10.2, 429)
-    ledger.record("freeuser1", "free", 11.0, 41.0, TRANSPORT_ERROR)
+    ledger.record("freeuser1", "free", 11.0, 41.0, NO_ANSWER, None, 7)
     [row] = ledger.to_list()
     assert {k: row[k] for k in ("sent", "authorized", "limited", "rejected", "errors", "prompt_tokens",
                                 "completion_tokens", "total_tokens", "first", "last")} == {
         "sent": 3, "authorized": 1, "limited": 1, "rejected": 0, "errors": 1, "prompt_tokens": 2,
         "completion_tokens": 10, "total_tokens": 12, "first": 10.0, "last": 11.0}
-    assert row["timeline"] == [(10.5, 10.6, 200), (10.0, 10.2, 429), (11.0, 41.0, 0)]
+    assert row["timeline"] == [(10.5, 10.6, 200, -1), (10.0, 10.2, 429, -1), (11.0, 41.0, 0, 7)]
     assert ledger.last_answer() == 41.0
 
 
@@ -65,6 +73,6 @@ def test_table_prices_authorized_calls_and_tokens_per_tier() -> None:
 
 def test_unanswered_requests_are_counted_from_the_timeline() -> None:
     ledger = Ledger()
-    for status in (200, TRANSPORT_ERROR, 429, TRANSPORT_ERROR):
+    for status in (200, NO_ANSWER, 429, NO_ANSWER):
         ledger.record("u", "free", 1.0, 2.0, status)
     assert (ledger.accounts["u"].unanswered, ledger.accounts["u"].errors) == (2, 2)

@@ -94,3 +94,64 @@ def test_counters_report_remaining_and_expiry() -> None:
     assert (state.value, state.remaining, state.expires_in) == (3, 2, 90.0)
     clock.now = 1120.0
     assert limiter.counters() == []
+
+
+def test_a_new_counter_is_created_when_checked_even_if_a_later_limit_limits() -> None:
+    clock = Clock()
+    full, fresh = spec(1, 60, name="daily", values=("u1",)), spec(5, 30, name="burst", values=("u1",))
+    limiter = Limiter(clock)
+    assert limiter.check([full]) is None
+    clock.now = 1010.0
+    assert limiter.check([fresh, full]) == full  # burst checked first: created at 0, expiring at 1040
+    assert [(s.spec.limit_name, s.value, s.remaining, s.expires_in) for s in limiter.counters()] == [
+        ("daily", 1, 0, 50.0), ("burst", 0, 5, 30.0)]
+    clock.now = 1035.0
+    assert limiter.check([fresh]) is None  # counts in the window opened by the check, not a new one
+    assert {s.spec.limit_name: (s.value, s.expires_in) for s in limiter.counters()}["burst"] == (1, 5.0)
+
+
+def test_the_first_limiting_counter_ends_the_check() -> None:
+    clock = Clock()
+    full, later = spec(1, 60, name="daily"), spec(5, 30, name="burst")
+    limiter = Limiter(clock)
+    limiter.check([full])
+    assert limiter.check([full, later]) == full
+    assert [s.spec.limit_name for s in limiter.counters()] == ["daily"]  # burst was never checked
+
+
+def test_a_limited_request_does_not_renew_an_expired_window() -> None:
+    clock = Clock()
+    short, full = spec(2, 10, name="short"), spec(1, 600, name="long", values=("u2",))
+    limiter = Limiter(clock)
+    assert limiter.check([short]) is None and limiter.check([full]) is None
+    clock.now = 1020.0  # short expired at 1010
+    assert limiter.check([short, full]) == full
+    assert [s.spec.limit_name for s in limiter.counters()] == ["long"]  # short still expired, still not listed
+    clock.now = 1025.0
+    assert limiter.check([short]) is None  # the next allowed update sets value = 1 and expiry = now + 10
+    assert {s.spec.limit_name: (s.value, s.expires_in) for s in limiter.counters()}["short"] == (1, 10.0)
+
+
+def test_an_unqualified_limit_opens_no_window_on_a_check() -> None:
+    clock, everyone, full = Clock(), spec(3, 60, name="all", values=()), spec(1, 60, name="u1")
+    limiter = Limiter(clock)
+    limiter.check([full])
+    assert limiter.check([everyone, full]) == full
+    assert [s.spec.limit_name for s in limiter.counters()] == ["u1"]
+
+
+def test_remaining_wraps_as_limitadors_unsigned_value() -> None:
+    clock, tokens = Clock(), spec(100, 60, name="tokens", hits=0)
+    limiter = Limiter(clock)
+    limiter.report([tokens], 130)
+    [state] = limiter.counters()
+    assert (state.value, state.remaining) == (130, 2**64 - 30)
+
+
+def test_clear_forgets_every_window() -> None:
+    clock, free = Clock(), spec(1, 60)
+    limiter = Limiter(clock)
+    assert outcomes(limiter, clock, [free], [0, 1]) == [True, False]
+    limiter.clear()
+    assert limiter.counters() == []
+    assert outcomes(limiter, clock, [free], [2, 3]) == [True, False]

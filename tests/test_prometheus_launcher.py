@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import threading
 import time
 import urllib.request
@@ -12,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
-from sim.prometheus import PrometheusNotFound, PrometheusServer, find_binary, free_port, render_config
+from sim.process import ManagedProcess
+from sim.prometheus import PrometheusNotFound, PrometheusServer, find_binary, free_port, port_in_use, render_config
 
 METRICS = b"# TYPE demo_total counter\ndemo_total 7\n"
 
@@ -107,3 +109,61 @@ def test_start_on_busy_port_fails_cleanly() -> None:
     assert "\n" not in str(err.value)
     assert prom.process is not None and not prom.process.running
     assert not os.path.exists(prom.data_dir)
+
+
+class AnswerEverything(BaseHTTPRequestHandler):
+    """Another server on the port: 200 to every GET, as another Prometheus's /-/ready would."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_render_config_gives_each_job_its_interval() -> None:
+    config = yaml.safe_load(render_config(["127.0.0.1:1", "127.0.0.1:2"], scrape_interval="30s", extra_jobs=["copy"],
+                                          other_jobs={"prometheus-self": (["127.0.0.1:9090"], "20s")}))
+    assert config["global"] == {"scrape_interval": "30s", "evaluation_interval": "30s"}
+    assert [(s["job_name"], s["scrape_interval"], s["static_configs"]) for s in config["scrape_configs"]] == [
+        ("limitador", "30s", [{"targets": ["127.0.0.1:1", "127.0.0.1:2"]}]),
+        ("copy", "30s", [{"targets": ["127.0.0.1:1", "127.0.0.1:2"]}]),
+        ("prometheus-self", "20s", [{"targets": ["127.0.0.1:9090"]}]),
+    ]
+
+
+def test_another_server_answering_the_ready_url_is_not_taken_for_ours() -> None:
+    other = ThreadingHTTPServer(("127.0.0.1", 0), AnswerEverything)
+    thread = threading.Thread(target=other.serve_forever, daemon=True)
+    thread.start()
+    try:
+        prom = PrometheusServer(targets=["127.0.0.1:1"], port=other.server_address[1])
+        with pytest.raises(RuntimeError) as err:
+            prom.start(timeout=10)
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert str(err.value).startswith(f"prometheus at {prom.url}/-/ready exited; log: ")
+    assert "address already in use" in str(err.value)
+    assert prom.process is not None and not prom.process.running
+
+
+def test_kill_ends_the_child_as_a_crash(tmp_path) -> None:
+    port = free_port()
+    process = ManagedProcess("server", [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                             str(tmp_path / "server.log"), f"http://127.0.0.1:{port}/", cwd=str(tmp_path))
+    process.start(timeout=10)
+    assert process.running and process.returncode is None
+    process.kill()
+    assert (process.running, process.returncode) == (False, -9)
+    assert not port_in_use(port)
+
+
+def test_port_in_use() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as bound:
+        bound.bind(("127.0.0.1", 0))
+        port = bound.getsockname()[1]
+        assert port_in_use(port)
+    assert not port_in_use(port)

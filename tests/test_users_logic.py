@@ -5,7 +5,8 @@ import json
 
 from chargeback.plan import DEFAULT_POLICY, policy_paths
 from scenarios import INVALID_CLASS, Stream, class_name
-from users.wire import request_body, usage_of, verdict
+from chargeback.ledger import MODEL_429, NO_ANSWER, NOT_CONNECTED
+from users.wire import ledger_status, request_body, usage_of, verdict
 
 
 def test_request_bodies() -> None:
@@ -27,9 +28,20 @@ def test_usage_from_json_and_from_the_last_sse_frame() -> None:
 
 
 def test_verdicts() -> None:
-    assert [verdict(s, False) for s in (200, 429, 401, 500, 0)] == [
-        None, None, "rejected by auth: 401", "HTTP 500", "no answer (timeout or connection error)"]
-    assert [verdict(s, True) for s in (401, 403, 200)] == [None, None, "expected 401/403 from auth, got 200"]
+    assert [verdict(s, False) for s in (200, 429, 401, 500, NO_ANSWER, NOT_CONNECTED, MODEL_429)] == [
+        None, None, "rejected by auth: 401", "HTTP 500", "no answer (timeout or connection reset)",
+        "no connection to the gateway", "429 from the model server (after the limiter)"]
+    assert [verdict(s, True) for s in (401, 403, 200, NOT_CONNECTED)] == [
+        None, None, "expected 401/403 from auth, got 200", "expected 401/403 from auth, got no connection to the gateway"]
+
+
+def test_the_ledger_tells_whose_429_and_whether_a_connection_was_made() -> None:
+    assert ledger_status(429, b"Too Many Requests\n", None) == 429  # Kuadrant's (the wasm-shim's body)
+    assert ledger_status(429, b'{"error": {"type": "rate_limit_error"}}', None) == MODEL_429
+    assert ledger_status(200, b"{}", None) == 200
+    assert ledger_status(0, None, ConnectionRefusedError(111, "Connection refused")) == NOT_CONNECTED
+    assert ledger_status(0, None, TimeoutError("timed out")) == NO_ANSWER
+    assert ledger_status(0, None, ConnectionResetError(104, "reset")) == NO_ANSWER
 
 
 def test_class_names() -> None:

@@ -9,10 +9,10 @@ from gevent import GreenletExit
 from locust import FastHttpUser, task
 from locust.exception import StopUser
 
-from chargeback.ledger import TRANSPORT_ERROR
+from chargeback.ledger import NO_ANSWER
 
 from .run import Run
-from .wire import JSON_HEADERS, request_body, usage_of, verdict
+from .wire import JSON_HEADERS, ledger_status, request_body, usage_of, verdict
 
 
 class TierUser(FastHttpUser):
@@ -59,11 +59,15 @@ class TierUser(FastHttpUser):
         try:
             with self.client.post(self.path, data=self.body, headers=self.headers, catch_response=True,
                                   name=self.request_name) as response:
-                status = response.status_code or 0
+                done = time.time()
+                error = getattr(response, "error", None)
+                status = ledger_status(response.status_code or 0, response.content, error)
                 usage = usage_of(response.content, stream.stream) if 200 <= status < 300 else None
-                self.run_state.ledger.record(self.slot.account, self.slot.user_class, self.last_start, time.time(),
-                                             status, usage)
+                self.run_state.ledger.record(self.slot.account, self.slot.user_class, self.last_start, done,
+                                             status, usage, self.slot.index)
                 answered = True
+                if status > 0:
+                    self.run_state.answered(self.last_start, done)
                 problem = verdict(status, self.expect_rejection)
                 if problem:
                     response.failure(problem)
@@ -72,7 +76,7 @@ class TierUser(FastHttpUser):
         except GreenletExit:  # stopped mid-request: the gateway may have counted it, so the ledger keeps it
             if not answered:
                 self.run_state.ledger.record(self.slot.account, self.slot.user_class, self.last_start, time.time(),
-                                             TRANSPORT_ERROR)
+                                             NO_ANSWER, None, self.slot.index)
             raise
         finally:
             self.sent += 1

@@ -1,13 +1,18 @@
 """What a tier user sends and how it reads the answer (no Locust here, so it is testable in plain pytest)."""
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Any
 
 import orjson
 
+from chargeback.ledger import MODEL_429, NO_ANSWER, NOT_CONNECTED
 from scenarios import Stream
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+KUADRANT_429 = b"Too Many Requests"  # the body of the wasm-shim's 429 (with a newline)
+NO_ROUTE = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
 
 
 def request_body(stream: Stream) -> bytes:
@@ -37,12 +42,28 @@ def usage_of(content: bytes | None, streamed: bool) -> tuple[int, int, int] | No
         return None
 
 
+def ledger_status(status: int, content: bytes | None, error: BaseException | None) -> int:
+    """The status the ledger records for one answer: the HTTP status, but MODEL_429 for a 429 that is not
+    Kuadrant's (the model server's, counted authorized by the limiter), NOT_CONNECTED when no connection was made,
+    NO_ANSWER when a sent request got no answer."""
+    if not status:
+        never = isinstance(error, (ConnectionRefusedError, socket.gaierror)) or (
+            isinstance(error, OSError) and error.errno in NO_ROUTE)
+        return NOT_CONNECTED if never else NO_ANSWER
+    if status == 429 and (content or b"").strip() != KUADRANT_429:
+        return MODEL_429
+    return status
+
+
 def verdict(status: int, expect_rejection: bool) -> str | None:
-    """Why Locust should count this answer as a failure; None for a success (a 429 is an expected success)."""
+    """Why Locust should count this answer (a ledger status) as a failure; None for a success (Kuadrant's 429 is
+    an expected success)."""
+    words = {NO_ANSWER: "no answer (timeout or connection reset)", NOT_CONNECTED: "no connection to the gateway",
+             MODEL_429: "429 from the model server (after the limiter)"}
     if expect_rejection:
-        return None if status in (401, 403) else f"expected 401/403 from auth, got {status or 'no answer'}"
+        return None if status in (401, 403) else f"expected 401/403 from auth, got {words.get(status, status)}"
     if 200 <= status < 300 or status == 429:
         return None
     if status in (401, 403):
         return f"rejected by auth: {status}"
-    return f"HTTP {status}" if status else "no answer (timeout or connection error)"
+    return words.get(status, f"HTTP {status}")

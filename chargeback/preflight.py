@@ -1,0 +1,74 @@
+"""Before any traffic: the gateway answers, the metrics source answers and serves the gateway's counters, and
+Limitador's admin API answers. Each failure is one line naming the URL, and the run sends nothing."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import requests
+
+from .counters import namespaces_of
+from .endpoint import MetricsEndpoint
+from .limitador import LimitadorAdmin, LimitadorError
+from .plan import Plan
+from .prometheus import MetricsSourceError, PrometheusSource
+from .verify import MetricsSource, open_source
+
+DEFAULT_NAMESPACE = "llm/vllm-httproute"  # Kuadrant's limitador_namespace for the demo's HTTPRoute
+
+
+class PreflightError(RuntimeError):
+    """What stops a run before its first request; one line."""
+
+
+@dataclass
+class Sources:
+    """What a run reads besides the gateway: the metrics source, Limitador's admin API, the limitador_namespace."""
+
+    metrics: MetricsSource | None
+    limitador: LimitadorAdmin | None
+    namespace: str | None
+
+
+def gateway_answers(url: str, timeout: float = 5.0) -> None:
+    """Any HTTP answer will do (401 without a key is expected); no answer is an error."""
+    if not url:
+        raise PreflightError("no gateway URL: give it with -H/--host (or in the web UI's Host field)")
+    try:
+        requests.get(f"{url.rstrip('/')}/v1/models", timeout=timeout)
+    except requests.RequestException as exc:
+        raise PreflightError(f"the gateway at {url} does not answer: {type(exc).__name__}") from None
+
+
+def preflight(plan: Plan, gateway_url: str, prometheus_url: str | None = None, metrics_url: str | None = None,
+              job: str | None = None, limitador_url: str | None = None, namespace: str | None = None) -> Sources:
+    """Check every URL of a run before it starts; what the run reads from them."""
+    gateway_answers(gateway_url)
+    metrics = open_source(prometheus_url, metrics_url, job)
+    try:
+        if isinstance(metrics, PrometheusSource):
+            metrics.targets()
+        elif isinstance(metrics, MetricsEndpoint):
+            metrics.preflight()
+        if limitador_url and not namespace:
+            namespace = plan.limitador_namespace or _discovered(metrics, plan) or DEFAULT_NAMESPACE
+    except MetricsSourceError as exc:
+        raise PreflightError(str(exc)) from None
+    admin = LimitadorAdmin(limitador_url, namespace or DEFAULT_NAMESPACE) if limitador_url else None
+    if admin is not None:
+        try:
+            admin.status()
+            admin.counters()
+        except LimitadorError as exc:
+            raise PreflightError(str(exc)) from None
+    return Sources(metrics, admin, namespace)
+
+
+def _discovered(metrics: MetricsSource | None, plan: Plan) -> str | None:
+    """The one limitador_namespace whose series carry the Plan's users, if the source shows exactly one."""
+    if metrics is None:
+        return None
+    found = namespaces_of(metrics.snapshot(), {i.user for i in plan.identities})
+    if len(found) > 1:
+        raise PreflightError(f"{metrics.url}: the Plan's users have series in several limitador_namespace values "
+                             f"({', '.join(sorted(found))}); --namespace names the gateway's route")
+    return next(iter(found), None)

@@ -1,0 +1,80 @@
+"""What the server's counters must have risen by, from the client's ledger: exact where every answer is known,
+bounds where requests got no answer or a snapshot was taken while requests were in flight.
+
+A request answered 200 (or a 5xx, or the model server's 429) was counted authorized once, a Kuadrant 429 limited
+once; one without an answer but in flight longer than the limiter's timeout was counted once, either way; one cut
+off sooner may have been counted once, or not at all; 401/403 and refused connections never reached the limiter.
+A snapshot covers a call answered before its first moment, and no call sent after its second.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .ledger import AUTHORIZED, DECIDED, LIMITED, LIMITER_TIMEOUT, MAYBE
+
+UNBOUNDED = 10**12
+
+
+@dataclass(frozen=True)
+class Counted:
+    """Bounds on the calls one identity (or a group) added to the counters between two snapshots."""
+
+    authorized: tuple[int, int]  # answered authorized: certainly counted, possibly counted
+    limited: tuple[int, int]
+    either: tuple[int, int]  # counted once as authorized or limited: certainly, possibly
+
+    def __add__(self, other: "Counted") -> "Counted":
+        return Counted(*(tuple(min(a + b, UNBOUNDED) for a, b in zip(mine, theirs))  # type: ignore[misc]
+                         for mine, theirs in ((self.authorized, other.authorized), (self.limited, other.limited),
+                                              (self.either, other.either))))
+
+    @property
+    def total(self) -> tuple[int, int]:
+        return (self.authorized[0] + self.limited[0] + self.either[0],
+                min(self.authorized[1] + self.limited[1] + self.either[1], UNBOUNDED))
+
+    def allows(self, authorized: int, limited: int) -> bool:
+        """Whether the server's counts fit: each kind and their sum within bounds (exactly the counts some
+        assignment of the open requests gives)."""
+        (a_lo, a_hi), (l_lo, l_hi), (_, e_hi) = self.authorized, self.limited, self.either
+        low, high = self.total
+        return a_lo <= authorized <= a_hi + e_hi and l_lo <= limited <= l_hi + e_hi and low <= authorized + limited <= high
+
+    def expected(self, kind: str) -> str:
+        """The bounds of one kind as the failure table shows them."""
+        lo, hi = self.authorized if kind == "authorized" else self.limited
+        hi = min(hi + self.either[1], UNBOUNDED)
+        return str(lo) if lo == hi else f"{lo}.." + ("" if hi >= UNBOUNDED else str(hi))
+
+
+def counted(outcomes: list[tuple[float, float, str, int]], covers: tuple[float, float],
+            limiter_timeout: float = LIMITER_TIMEOUT, open_ended: bool = False) -> Counted:
+    """The bounds for one identity's requests (sent, answered, limiter outcome) against a snapshot covering
+    `covers`; `open_ended` when the ledger may lack requests (a lost worker): then only the lower bounds hold."""
+    complete, cutoff = covers
+    sure = {AUTHORIZED: 0, LIMITED: 0, DECIDED: 0}
+    maybe = {AUTHORIZED: 0, LIMITED: 0, DECIDED: 0}
+    for sent, done, outcome, _ in outcomes:
+        if outcome not in (AUTHORIZED, LIMITED, DECIDED, MAYBE) or sent > cutoff:
+            continue
+        decided_by = sent + limiter_timeout if outcome == DECIDED else done
+        kind = DECIDED if outcome == MAYBE else outcome
+        if outcome != MAYBE and decided_by <= complete:
+            sure[kind] += 1
+        else:
+            maybe[kind] += 1
+    extra = UNBOUNDED if open_ended else 0
+    return Counted((sure[AUTHORIZED], sure[AUTHORIZED] + maybe[AUTHORIZED] + extra),
+                   (sure[LIMITED], sure[LIMITED] + maybe[LIMITED] + extra),
+                   (sure[DECIDED], sure[DECIDED] + maybe[DECIDED] + extra))
+
+
+def foreign_range(increments: list[tuple[float, float, int]],
+                  outcomes: list[tuple[float, float, str, int]]) -> tuple[float, float] | None:
+    """When the calls the run did not send were counted: from the first to the last scrape interval (start, end,
+    calls counted) in which the server counted more calls than the run had in flight; None if no interval shows it
+    (they came in the same intervals as the run's own)."""
+    reaching = [(sent, done) for sent, done, outcome, _ in outcomes if outcome in (AUTHORIZED, LIMITED, DECIDED, MAYBE)]
+    extra = [(start, end) for start, end, calls in increments
+             if calls > sum(1 for sent, done in reaching if sent <= end and done > start)]
+    return (extra[0][0], extra[-1][1]) if extra else None
