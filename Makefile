@@ -1,4 +1,4 @@
-# `make test` and `make demo` do their own set-up: Debian's prometheus (and chromium for the tests) when missing,
+# `make test` and `make demo` do their own set-up: Debian's prometheus (and chromium and curl for the tests) when missing,
 # and the pinned Python packages.
 PYTHON ?= python3
 PYTEST_ARGS ?=
@@ -12,7 +12,7 @@ setup:
 	$(PYTHON) -m pip install -q -r requirements.txt
 
 test-setup: setup
-	@command -v chromium >/dev/null || ($(APT_INSTALL) chromium)
+	@command -v chromium >/dev/null && command -v curl >/dev/null || ($(APT_INSTALL) chromium curl)
 
 test: test-setup
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)

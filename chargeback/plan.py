@@ -13,6 +13,7 @@ from .expressions import CelExpression, ExpressionError
 from .manifests import Document, ManifestError, load_documents
 
 DEFAULT_POLICY = str(Path(__file__).resolve().parent.parent / "deploy" / "kuadrant")
+DEFAULT_NAMESPACE = "llm/vllm-httproute"  # Kuadrant's limitador_namespace for the demo's HTTPRoute
 PRICES_LABEL = "chargeback.kuadrant.io/prices"
 USER_ID_ANNOTATION = "secret.kuadrant.io/user-id"
 GROUPS_ANNOTATION = "kuadrant.io/groups"

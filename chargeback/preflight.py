@@ -9,11 +9,9 @@ import requests
 from .counters import namespaces_of
 from .endpoint import MetricsEndpoint
 from .limitador import LimitadorAdmin, LimitadorError
-from .plan import Plan
+from .plan import DEFAULT_NAMESPACE, Plan
 from .prometheus import MetricsSourceError, PrometheusSource
 from .verify import MetricsSource, open_source
-
-DEFAULT_NAMESPACE = "llm/vllm-httproute"  # Kuadrant's limitador_namespace for the demo's HTTPRoute
 
 
 class PreflightError(RuntimeError):
@@ -53,7 +51,7 @@ def preflight(plan: Plan, gateway_url: str, prometheus_url: str | None = None, m
             namespace = plan.limitador_namespace or _discovered(metrics, plan) or DEFAULT_NAMESPACE
     except MetricsSourceError as exc:
         raise PreflightError(str(exc)) from None
-    admin = LimitadorAdmin(limitador_url, namespace or DEFAULT_NAMESPACE) if limitador_url else None
+    admin = LimitadorAdmin(limitador_url, namespace) if limitador_url and namespace else None
     if admin is not None:
         try:
             admin.status()

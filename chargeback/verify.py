@@ -180,7 +180,6 @@ def verify(record: RunRecord, before: Snapshot, after: Snapshot, resets: dict[st
     changes = {kind: increases(old, new) for kind, (old, new) in series.items()}
     totals = {kind: per_user(c, schema.user_label) for kind, c in changes.items()}
     went_back = {labels.get(schema.user_label) for c in changes.values() for labels, change in c.values() if change < 0}
-    billing = series["authorized"][1] + series["limited"][1]
     labelled = {kind for kind in ("authorized", "limited")
                 if any(schema.group_label in labels for labels, _ in series[kind][1])}
     billed = groups_seen([(l, v) for kind in labelled for l, v in series[kind][1]], schema.user_label,
@@ -211,47 +210,51 @@ def verify(record: RunRecord, before: Snapshot, after: Snapshot, resets: dict[st
         checks[user] = check
     fallback = sorted(u for u, c in checks.items() if not c.billed and c.tier is not None
                       and (c.server_authorized or c.server_limited))
-    groups = _group_sums(checks, changes, schema, identities, labelled)
+    groups = _group_sums(checks, changes, schema)
     return Verification(record, schema, checks, fallback, before, after, namespace, groups, partial)
 
 
 def _model(check: UserCheck, outcomes: list[tuple[float, float, str, int]], prior: Prior, token_limited: bool,
            shares_with: str | None) -> None:
-    """The window model's answers for one identity of the Plan."""
-    requests = [Request(*o) for o in outcomes if o[2] != NOT_REACHED]
+    """The window model's answers for one identity of the Plan; none where it cannot follow the identity alone."""
     check.prior = prior
+    if shares_with:
+        check.explanation = Explanation(None, why=f"a counter is shared with {shares_with}, and the model follows "
+                                                   "one identity at a time")
+        return
+    requests = [Request(*o) for o in outcomes if o[2] != NOT_REACHED]
     check.bounds = {r.label: most_authorized(requests, r, i, prior) for i, r in enumerate(check.rates)}
     prediction = predict(requests, check.rates, prior)
     check.prediction = under_token_limits(prediction) if token_limited else prediction
     if check.open_ended:
         check.explanation = Explanation(None, why=check.open_ended)
-    elif shares_with:
-        check.explanation = Explanation(None, why=f"a counter is shared with {shares_with}, and the model follows "
-                                                   "one identity at a time")
     elif token_limited:
         check.explanation = Explanation(None, why="token limits apply, which the model does not follow yet")
     else:
         check.explanation = explain(requests, check.rates, prior)
 
 
-def _group_sums(checks: dict[str, UserCheck], changes: dict[str, dict], schema: MetricSchema,
-                identities: dict[str, dict[str, Any]], labelled: set[str]) -> dict[str, tuple[Counted, int, int]]:
-    """Per group: the client's bounds under the group the Plan bills each user in, and the server's increases
-    under the group its series carry (the Plan's tier where a metric has no group label)."""
+def _group_sums(checks: dict[str, UserCheck], changes: dict[str, dict],
+                schema: MetricSchema) -> dict[str, tuple[Counted, int, int]]:
+    """Per group: the client's bounds under the tier the Plan bills each user in, and the server's increases under
+    the group its series carry (under the user's tier when the label is one the Plan allows for the user, or
+    missing; under the label as it is otherwise)."""
     sums: dict[str, list] = {}
 
     def row(group: str) -> list:
         return sums.setdefault(group, [Counted((0, 0), (0, 0), (0, 0)), 0, 0])
 
     for check in checks.values():
-        identity = identities.get(check.user)
-        expected = (identity.get("group_label") or check.tier) if identity and labelled else check.tier
-        row(expected or "(none)")[0] += check.counted
+        row(check.tier or "(none)")[0] += check.counted
     for position, kind in ((1, "authorized"), (2, "limited")):
         for labels, change in changes[kind].values():
-            user = labels.get(schema.user_label)
-            tier = identities[user]["tier"] if user in identities else "(none)"
-            row(labels.get(schema.group_label) or tier)[position] += round(change)
+            if not round(change):
+                continue
+            check = checks.get(labels.get(schema.user_label, ""))
+            label = labels.get(schema.group_label)
+            tier = check.tier if check is not None and check.tier else "(none)"
+            allowed = check.allowed_groups if check is not None else set()
+            row(tier if label is None or label in allowed else label)[position] += round(change)
     return {group: (values[0], values[1], values[2]) for group, values in sorted(sums.items())}
 
 

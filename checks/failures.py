@@ -1,6 +1,8 @@
 """The one table a failing check prints: user, group, client count, server count, expected, difference."""
 from __future__ import annotations
 
+from typing import NoReturn
+
 import pytest
 
 from chargeback.verify import UserCheck, format_table
@@ -17,6 +19,6 @@ def require(condition: bool, title: str, rows: list[dict[str, object]] | None = 
         pytest.fail(f"{title}\n{format_table(rows)}" if rows else title, pytrace=False)
 
 
-def undecided(why: str) -> None:
+def undecided(why: str) -> NoReturn:
     """The third answer: the check cannot be decided (a skip that says why)."""
     pytest.skip(f"cannot decide: {why}")

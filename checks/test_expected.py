@@ -15,7 +15,8 @@ def test_counts_match_the_window_model(v: Verification, plan_user: str | None) -
         undecided("no identity of the Plan in this run")
     check = v.users[plan_user]
     prediction = check.prediction
-    assert prediction is not None
+    if prediction is None:
+        undecided(check.explanation.why if check.explanation else "the window model does not follow this user")
     last = check.client.last_answer()
     if check.open_ended or (last is not None and v.after.window[0] < last):
         undecided(check.open_ended or "the counters were last read before the run's last answer")

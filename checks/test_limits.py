@@ -11,6 +11,8 @@ from checks.failures import require, row, undecided
 def test_policy_limit_held(v: Verification, user_rate: tuple[str, Rate]) -> None:
     user, rate = user_rate
     check = v.users[user]
+    if rate.label not in check.bounds:
+        undecided(check.explanation.why if check.explanation else "the window model does not follow this user")
     most, windows = check.bounds[rate.label]
     client, server = check.client.authorized, check.server_authorized
     require(client <= most and server <= most,

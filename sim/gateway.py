@@ -26,7 +26,7 @@ import uvloop
 from chargeback.expressions import CelExpression, ExpressionError
 from chargeback.limits import compiled_limit, limit_identifier
 from chargeback.manifests import ManifestError
-from chargeback.plan import Identity, Limit, Plan, load_plan
+from chargeback.plan import DEFAULT_NAMESPACE, Identity, Limit, Plan, load_plan
 from chargeback.schema import SCHEMAS, MetricSchema, schema_named
 
 from .asgi import Receive, Send, read_body, respond, serve_lifespan
@@ -35,7 +35,6 @@ from .limiter import CounterSpec, Limiter
 from .metrics import LimitadorMetrics
 from .model import ModelConfig, ModelSimulator, rate_limit_error
 
-DEFAULT_NAMESPACE = "llm/vllm-httproute"
 JSON = "application/json"
 ADMIN_PREFIXES = ("/limits/", "/counters/")
 TOO_MANY_REQUESTS = b"Too Many Requests\n"  # the wasm-shim's 429 body

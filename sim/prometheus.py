@@ -8,9 +8,10 @@ import socket
 import tempfile
 import time
 import urllib.request
-from datetime import datetime
 
 import yaml
+
+from chargeback.prometheus import parse_timestamp
 
 from .process import ManagedProcess
 
@@ -123,7 +124,7 @@ class PrometheusServer:
         """Epoch seconds of the last successful scrape of each healthy target of `job`."""
         with urllib.request.urlopen(f"{self.url}/api/v1/targets?state=active", timeout=5) as response:
             targets = json.load(response)["data"]["activeTargets"]
-        return [datetime.fromisoformat(t["lastScrape"]).timestamp() for t in targets
+        return [parse_timestamp(t["lastScrape"]) for t in targets
                 if t["labels"].get("job") == job and t.get("health") == "up"]
 
     def wait_for_scrape(self, jobs: list[str], targets: int, after: float, timeout: float) -> None:

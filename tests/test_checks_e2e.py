@@ -42,7 +42,7 @@ def locust_run(stack: LocalStack, runs: Path, scenario: str = "seed-demo", fault
 def checks(run: Path, tmp_path: Path, *extra: str) -> tuple[int, dict[str, str | None], str]:
     """Run `pytest checks/`; exit code, test name -> failure message (None: passed), output."""
     junit = tmp_path / "checks.xml"
-    result = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "checks"), "--run", str(run), "-q",
+    result = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "checks"), "--run", str(run),
                              "-p", "no:cacheprovider", f"--junitxml={junit}", *extra],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     outcomes: dict[str, str | None] = {}

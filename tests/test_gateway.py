@@ -19,7 +19,7 @@ from chargeback.plan import load_plan
 from chargeback.schema import SCHEMAS
 from sim.faults import Faults
 from sim.gateway import Gateway
-from test_plan import DEPLOY, REFERENCE, ROOT, limit_policy, secret, write
+from test_plan import DEPLOY, REFERENCE, ROOT, limit_policy, needs_reference, secret, write
 
 SEED = (("premiumuser1", 8), ("freeuser1", 5), ("premiumuser2", 6))  # the seed demo's traffic
 BODY = {"model": "Qwen/Qwen3-0.6B", "prompt": "Premium request", "max_tokens": 20}
@@ -139,6 +139,7 @@ def test_limit_reading_request_attributes_is_evaluated_per_request(tmp_path: Pat
     assert [complete(app, "premiumuser1_key") for _ in range(3)] == [200, 200, 200]
 
 
+@needs_reference
 def test_telemetry_policy_labels(tmp_path: Path) -> None:
     write(tmp_path, "keys.yaml", secret("alice", "free"))
     write(tmp_path, "auth.yaml", (DEPLOY / "auth-policy.yaml").read_text().replace(

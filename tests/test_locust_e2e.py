@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -178,9 +179,9 @@ def test_ctrl_c_leaves_a_readable_incomplete_record(policies: list[Path], tmp_pa
             time.sleep(0.1)
         time.sleep(2)
         locust.send_signal(signal.SIGINT)
-        _, err = locust.communicate(timeout=30)
+        _, err = locust.communicate(timeout=60)
     record = RunRecord.load(runs / "latest")
-    assert record.state == INCOMPLETE, err[-2000:]
+    assert (record.state, locust.returncode) == (INCOMPLETE, 3), err[-2000:]
     assert record.meta["reason"].startswith("stopped before the scenario finished: 0 of 4 simulated users done")
     assert record.ledger.accounts["premiumuser1"].sent >= 2
     assert "premiumuser1_key" not in (record.path / "record.json").read_text()
@@ -210,11 +211,16 @@ def test_a_lost_worker_ends_the_run_with_an_incomplete_record(policies: list[Pat
             if (runs / "latest" / "record.json").exists():
                 break
             time.sleep(0.1)
+        time.sleep(2)  # each worker has claimed its simulated users and sent requests
         workers = psutil.Process(locust.pid).children()
         assert len(workers) == 2
         workers[0].kill()
         _, err = locust.communicate(timeout=60)
     record = RunRecord.load(runs / "latest")
-    assert record.state == INCOMPLETE, err[-2000:]
+    assert (record.state, locust.returncode) == (INCOMPLETE, 3), err[-2000:]
     assert record.meta["reason"].startswith("worker(s) lost during the run: ")
+    lost = record.meta["unaccounted"]
+    assert lost["users"] and set(lost["users"]) < {"premiumuser1", "premiumuser2", "freeuser1", "freeuser2"}
+    assert re.match(r"worker\(s\) \S+ lost: their requests since their last report \([\d:]+\) are not in the "
+                    r"ledger", lost["why"]), lost["why"]
     assert sum(a.sent for a in record.ledger.accounts.values()) > 0  # the surviving worker's share is kept

@@ -15,7 +15,7 @@ from chargeback.reconcile import counted, foreign_range
 from chargeback.record import RunRecord
 from chargeback.schema import SCHEMAS, detect_schema
 from chargeback.verify import VerifyError, verify
-from test_plan import DEPLOY
+from test_plan import DEPLOY, write
 
 NS = {"limitador_namespace": "llm/vllm-httproute"}
 A, L = "authorized_calls_with_user_and_group", "limited_calls_with_user_and_group"
@@ -87,6 +87,22 @@ def test_verify_compares_server_increases_with_the_ledger(tmp_path: Path) -> Non
     assert v.users["(missing key)"].tier is None and v.group_fallback == []
     counted_free, server_a, server_l = v.groups["free"]
     assert (counted_free.authorized, counted_free.limited, server_a, server_l) == ((2, 2), (3, 3), 2, 3)
+
+
+def test_a_counter_shared_by_identities_leaves_the_model_undecided(tmp_path: Path) -> None:
+    shared = (DEPLOY / "rate-limit-policy.yaml").read_text().replace(
+        "        - expression: auth.identity.userid", "        - expression: auth.identity.groups")
+    write(tmp_path, "rate-limit-policy.yaml", shared)
+    plan = load_plan([DEPLOY / "api-keys.yaml", DEPLOY / "auth-policy.yaml", tmp_path / "rate-limit-policy.yaml"])
+    rec = RunRecord.start(tmp_path / "runs", {"scenario": "seed-demo", "plan": plan.describe()})
+    ledger = Ledger()
+    ledger.record("freeuser1", "free", 100.0, 100.01, 200)
+    rec.finish(ledger, complete=True)
+    v = verify(RunRecord.load(rec.path), snapshot(), snapshot(series(A, "freeuser1", 1.0, group="free")), resets={})
+    free = v.users["freeuser1"]
+    assert (free.prediction, free.bounds) == (None, {})
+    assert free.explanation is not None and (free.explanation.consistent, free.explanation.why) == (
+        None, "a counter is shared with freeuser2, and the model follows one identity at a time")
 
 
 def test_a_user_billed_under_another_group_is_seen_on_both_sides(tmp_path: Path) -> None:

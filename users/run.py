@@ -80,6 +80,7 @@ class Run:
         events.test_stopping.add_listener(self.on_test_stopping)
         events.test_stop.add_listener(self.on_test_stop)
         events.quitting.add_listener(self.on_quitting)
+        events.quit.add_listener(self.on_quit)
         if isinstance(environment.runner, WorkerRunner):
             events.report_to_master.add_listener(lambda client_id, data, **_: data.update(chargeback=self.ledger.drain()))
             environment.runner.register_message("chargeback_slot", self._on_slot)
@@ -125,10 +126,21 @@ class Run:
         return None if admin is None else {"status_before": admin.status(), "before": admin.counters()}
 
     def _refuse(self, reason: str) -> None:
-        """No traffic: one line, and the run ends at once (headless: Locust exits with EXIT_PREFLIGHT)."""
-        self.failed, self.active, self.record = reason, False, None
-        print(f"error: {reason}; no request was sent", file=sys.stderr, flush=True)
+        """No traffic: one line (headless: the last one Locust prints; it exits with EXIT_PREFLIGHT), and the run
+        ends at once."""
+        self.failed, self.active, self.record = f"{reason}; no request was sent", False, None
+        if not self.environment.parsed_options.headless:
+            print(f"error: {self.failed}", file=sys.stderr, flush=True)
         gevent.spawn(self._end)
+
+    def on_quit(self, exit_code: int, **_: Any) -> None:
+        """After Locust's statistics: why the run could not start, or did not complete."""
+        if self.failed:
+            print(f"error: {self.failed}", file=sys.stderr, flush=True)
+        elif self.record is not None and self.record.state != COMPLETE:
+            print(f"error: run {self.record.path} is {self.record.state}: {self.record.meta['reason']}; "
+                  f"`pytest checks/ --run {self.record.path} --partial` reconciles what it holds",
+                  file=sys.stderr, flush=True)
 
     def on_test_stopping(self, environment: Environment, **_: Any) -> None:
         """Let answers in flight arrive: wait for them as long as twice the slowest answer so far (at least
@@ -157,9 +169,6 @@ class Run:
         if self.failed:
             environment.process_exit_code = EXIT_PREFLIGHT
         elif self.record is not None and self.record.state != COMPLETE:
-            print(f"error: run {self.record.path} is {self.record.state}: {self.record.meta['reason']}; "
-                  f"`pytest checks/ --run {self.record.path} --partial` reconciles what it holds",
-                  file=sys.stderr, flush=True)
             environment.process_exit_code = EXIT_INCOMPLETE
 
     def _finish_bound(self) -> float:
