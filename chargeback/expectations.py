@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from itertools import product
 from typing import Iterable, NamedTuple
 
-from .ledger import ANY_SENDER, AUTHORIZED, DECIDED, LIMITED, MAYBE
+from .ledger import ANY_SENDER, AUTHORIZED, LIMITED, MAYBE
 
 EDGE = 0.005  # seconds of margin between two clocks (two senders) before the model calls two moments ordered
 MAX_WORLDS = 2048

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from .plan import Identity, Limit, Plan, Rate
+from .plan import Limit, Plan, Rate
 
 
 def limit_identifier(limit: Limit) -> str:
@@ -17,9 +17,14 @@ def limit_identifier(limit: Limit) -> str:
     return f"{prefix}{key}__{hashlib.sha256(f'{limit.policy}/{limit.name}'.encode()).hexdigest()[:8]}"
 
 
+def descriptor(key: str) -> str:
+    """How Limitador refers to an entry the gateway sends: `descriptors[0]["<key>"]`."""
+    return f'descriptors[0]["{key}"]'
+
+
 def limit_variables(limit: Limit) -> list[str]:
-    """Limitador's `variables` of `limit`: one `descriptors[0]["<counter expression>"]` per counter."""
-    return [f'descriptors[0]["{counter.source}"]' for counter in limit.counters]
+    """Limitador's `variables` of `limit`: the descriptor of each counter expression."""
+    return [descriptor(counter.source) for counter in limit.counters]
 
 
 def compiled_limit(limit: Limit, rate: Rate, namespace: str) -> dict[str, Any]:
@@ -27,16 +32,10 @@ def compiled_limit(limit: Limit, rate: Rate, namespace: str) -> dict[str, Any]:
 
     kuadrant-operator names token limits by their key too; only the descriptor key is prefixed `tokenlimit.`."""
     return {"id": None, "namespace": namespace, "max_value": rate.limit, "seconds": int(rate.window),
-            "name": limit.name, "conditions": [f'descriptors[0]["{limit_identifier(limit)}"] == "1"'],
+            "name": limit.name, "conditions": [f'{descriptor(limit_identifier(limit))} == "1"'],
             "variables": limit_variables(limit)}
 
 
 def compiled_limits(plan: Plan, namespace: str) -> list[dict[str, Any]]:
     """Every rate of every limit of the Plan, as Limitador holds them for `namespace`."""
     return [compiled_limit(limit, rate, namespace) for limit in plan.limits for rate in limit.rates]
-
-
-def set_variables(limit: Limit, identity: Identity) -> dict[str, str]:
-    """The `set_variables` of the counter `identity` hits under `limit` (raises ExpressionError when a counter
-    expression cannot be evaluated for it)."""
-    return dict(zip(limit_variables(limit), limit.counter_values(identity.auth)))

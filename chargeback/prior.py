@@ -12,13 +12,9 @@ from bisect import bisect_left, bisect_right
 from typing import Any
 
 from .counters import counter_identity, in_namespace
-from .expectations import EDGE, AUTHORIZED, Prior, Rate, Request, State, follow
+from .expectations import AUTHORIZED, EDGE, Prior, Rate, Request, follow
+from .limits import descriptor
 from .prometheus import PrometheusSource
-
-
-def descriptor(source: str) -> str:
-    """The Limitador variable Kuadrant makes of a counter expression."""
-    return f'descriptors[0]["{source}"]'
 
 
 def from_counters(reading: dict[str, Any], rates: list[Rate], counters: dict[str, list[str]],
@@ -39,7 +35,7 @@ def from_counters(reading: dict[str, Any], rates: list[Rate], counters: dict[str
         count = rate.limit if remaining is None or remaining > rate.limit else rate.limit - remaining
         expires = float(found.get("expires_in_seconds") or 0)
         state.append((sent + expires - rate.window, answered + expires + 1 - rate.window, count, count))
-    return Prior((tuple(state),), sent, f"Limitador's /counters before the run")
+    return Prior((tuple(state),), sent, "Limitador's /counters before the run")
 
 
 def _matches(entry: dict[str, Any], rate: Rate, values: list[str], sources: list[str]) -> bool:
@@ -69,11 +65,12 @@ def from_history(source: PrometheusSource, metric: str, namespace: str | None, r
         if (labels.get("job"), labels.get("instance")) in scrapes and in_namespace([(labels, 0.0)], namespace):
             key = ((labels.get("job"), labels.get("instance")), counter_identity(labels))
             series.setdefault(labels["user"], {}).setdefault(key, samples)
-    return {user: _replay(rates, scrapes, series.get(user, {}), since, at) for user, rates in rates_by_user.items()}
+    return {user: _replay(rates, scrapes, series.get(user, {}), at) for user, rates in rates_by_user.items()}
 
 
 def _replay(rates: list[Rate], scrapes: dict[tuple, list[float]], counters: dict[tuple, list[tuple[float, float]]],
-            since: float, at: float) -> Prior:
+            at: float) -> Prior:
+    """One user's state at `at`, from its counters' samples and its targets' successful scrapes."""
     if not rates:
         return Prior.fresh(rates, at, "no request limit applies")
     if not all(scrapes.values()):

@@ -3,10 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from chargeback.expressions import ExpressionError
-from chargeback.limits import compiled_limits, limit_identifier, set_variables
+from chargeback.limits import compiled_limits, limit_identifier
 from chargeback.plan import load_plan
 from test_plan import DEPLOY, limit_policy, write
 
@@ -40,17 +37,3 @@ def test_token_limits_keep_their_name_and_prefix_the_descriptor_key(tmp_path: Pa
     assert limit_identifier(limit) == "tokenlimit.foo__13adad8e"  # kuadrant-operator's own unit test value
     [compiled] = compiled_limits(load_plan([tmp_path]), "llm/vllm-httproute")
     assert (compiled["name"], compiled["conditions"]) == ("foo", ['descriptors[0]["tokenlimit.foo__13adad8e"] == "1"'])
-
-
-def test_set_variables_of_one_identity() -> None:
-    plan = load_plan([DEPLOY])
-    premium = next(l for l in plan.limits if l.name == "premium-user-requests")
-    assert set_variables(premium, plan.identity("premiumuser1")) == {USERID: "premiumuser1"}
-
-
-def test_set_variables_needs_an_evaluable_counter(tmp_path: Path) -> None:
-    write(tmp_path, "rlp.yaml", limit_policy("odd", "[{limit: 1, window: 1m}]").replace(
-        "expression: auth.identity.userid", "expression: auth.identity.nothing"))
-    plan = load_plan([tmp_path, DEPLOY / "api-keys.yaml", DEPLOY / "auth-policy.yaml"])
-    with pytest.raises(ExpressionError):
-        set_variables(plan.limits[0], plan.identity("freeuser1"))

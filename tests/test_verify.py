@@ -206,12 +206,12 @@ def test_the_state_before_the_run_from_the_counters_history() -> None:
     scrapes = {target: [float(t) for t in range(100, 131)]}
     key = (target, (("", "127.0.0.1:8000"), ("user", "freeuser1")))
     # absent until 110 (a fresh Limitador), 2 calls in (110, 111], nothing more: the window opened then is full
-    prior = _replay([FREE], scrapes, {key: [(float(t), 2.0) for t in range(111, 131)]}, 0.0, 130.5)
+    prior = _replay([FREE], scrapes, {key: [(float(t), 2.0) for t in range(111, 131)]}, 130.5)
     assert prior.exact and prior.states == (((110.0, 111.0, 2, 2),),)
     # the series was there from the first scrape: nothing tells when its window opened
-    assert not _replay([FREE], scrapes, {key: [(float(t), 2.0) for t in range(100, 131)]}, 0.0, 130.5).exact
+    assert not _replay([FREE], scrapes, {key: [(float(t), 2.0) for t in range(100, 131)]}, 130.5).exact
     # restarted at 120 (gone from the scrapes, back at 125 with 1 call): only the call after the restart counts
     restarted = [(float(t), 2.0) for t in range(111, 120)] + [(float(t), 1.0) for t in range(125, 131)]
-    assert _replay([FREE], scrapes, {key: restarted}, 0.0, 130.5).states == (((124.0, 125.0, 1, 1),),)
+    assert _replay([FREE], scrapes, {key: restarted}, 130.5).states == (((124.0, 125.0, 1, 1),),)
     # no scrape before the run at all
-    assert not _replay([FREE], {target: []}, {}, 0.0, 130.5).exact
+    assert not _replay([FREE], {target: []}, {}, 130.5).exact

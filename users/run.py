@@ -20,7 +20,6 @@ from gevent.event import AsyncResult
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from chargeback.counters import Snapshot
 from chargeback.ledger import Ledger
 from chargeback.limitador import LimitadorError
 from chargeback.plan import Plan
