@@ -10,7 +10,8 @@ states the counters could be in before the run (the `Prior`) and answers three q
   client was answered (the expected table);
 - `explain`: whether some world gives the answers the client saw, and if none does, the first answer no world
   gives (a 200 inside a spent window, a 429 while every window had room). Requests in flight at the same time may
-  reach the limiter in any order, so their answers are compared as a group, by count;
+  reach the limiter in any order, so their answers are compared as a group, by count; a group that falls on a
+  window's possible expiry is not compared at all (which of its requests came before the expiry is unknown);
 - `most_authorized`: per rate, the most calls the policy lets through over the timeline: the room left in a
   window open before the run, plus the limit for every window the timeline could open.
 
