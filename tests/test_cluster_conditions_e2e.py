@@ -10,6 +10,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -205,22 +206,27 @@ def test_a_slow_scrape_or_another_slow_target_still_completes_the_run(interval: 
         passed(record_path, tmp_path)
 
 
+def killed_mid_run(stack: LocalStack, runs: Path, kill: Callable[[], None]) -> tuple[RunRecord, int, str]:
+    """realistic-hours (48 requests over ~25 s) with `kill` done 3 s into it: the record, Locust's exit code and
+    standard error."""
+    args = locust_args(stack.gateway_url, runs, [DEPLOY], "--headless", "--scenario", "realistic-hours",
+                       "--prometheus-url", stack.prometheus_url)
+    locust = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for _ in range(200):  # bounded: until the run has started sending
+        if (runs / "latest" / "record.json").exists():
+            break
+        time.sleep(0.1)
+    time.sleep(3)
+    kill()
+    _, err = locust.communicate(timeout=180)
+    return RunRecord.load((runs / "latest").resolve()), locust.returncode, err
+
+
 def test_a_gateway_killed_mid_run_loses_nothing(tmp_path: Path) -> None:
-    runs = tmp_path / "runs"
     with LocalStack([str(DEPLOY)]) as dying:
-        args = locust_args(dying.gateway_url, runs, [DEPLOY], "--headless", "--scenario", "realistic-hours",
-                           "--prometheus-url", dying.prometheus_url)
-        locust = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        for _ in range(200):  # bounded: until the run has sent its first round
-            if (runs / "latest" / "record.json").exists():
-                break
-            time.sleep(0.1)
-        time.sleep(3)
-        dying.kill_gateway()
-        _, err = locust.communicate(timeout=120)
-        record = RunRecord.load((runs / "latest").resolve())
+        record, exit_code, err = killed_mid_run(dying, tmp_path / "runs", dying.kill_gateway)
         code, outcomes, output = checks(record.path, tmp_path, "--partial")
-    assert locust.returncode == 3, err[-3000:]
+    assert exit_code == 3, err[-3000:]
     assert f"error: run {record.path} is incomplete: no snapshot of the counters after the run: Prometheus at " \
            f"{dying.prometheus_url}: the gateway's target" in err
     assert record.state == INCOMPLETE and "was down at its first scrape after the moment that mattered" in \
@@ -233,6 +239,21 @@ def test_a_gateway_killed_mid_run_loses_nothing(tmp_path: Path) -> None:
     assert (code, failures(outcomes)) == (0, {}), output[-3000:]
     assert {n for n, m in outcomes.items() if n.startswith("test_counts_match_the_window_model")} == {
         f"test_counts_match_the_window_model[{u}]" for u in ("freeuser1", "freeuser2", "premiumuser1", "premiumuser2")}
+
+
+def test_prometheus_killed_mid_run_loses_nothing(tmp_path: Path) -> None:
+    with LocalStack([str(DEPLOY)]) as blind:
+        assert blind.prometheus.process is not None
+        record, exit_code, err = killed_mid_run(blind, tmp_path / "runs", blind.prometheus.process.kill)
+    assert exit_code == 3, err[-3000:]
+    assert record.state == INCOMPLETE and re.fullmatch(
+        rf"no snapshot of the counters after the run: Prometheus at {blind.prometheus_url}: cannot query "
+        r"'up\{job=\"limitador\"\}\[\d+ms\]': ConnectionError", record.meta["reason"]), record.meta["reason"]
+    accounts = record.ledger.accounts
+    assert sum(a.sent for a in accounts.values()) == 2 * 15 + 2 * 9
+    assert {u: (a.authorized, a.limited) for u, a in accounts.items()} == {
+        "premiumuser1": (10, 5), "premiumuser2": (10, 5), "freeuser1": (2, 7), "freeuser2": (2, 7)}
+    assert "before" in record.snapshots and "after" not in record.snapshots
 
 
 def test_urls_that_do_not_answer_stop_the_run_before_any_request(stack: LocalStack, tmp_path: Path) -> None:
