@@ -1,12 +1,11 @@
 """Load the verification once per session and parametrize the checks by user, group and limit."""
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from chargeback.record import RecordError
 from chargeback.verify import Verification, VerifyError, gather
+from checks.failures import clock
 
 _KEY = pytest.StashKey[Verification]()
 
@@ -23,11 +22,6 @@ def pytest_configure(config: pytest.Config) -> None:
                                     config.getoption("--limiter-timeout"))
     except (RecordError, VerifyError) as exc:
         raise pytest.UsageError(str(exc)) from None
-
-
-def clock(moment: float) -> str:
-    """An epoch time as the checks print it (local time, milliseconds)."""
-    return time.strftime("%H:%M:%S", time.localtime(moment)) + f".{int(moment * 1000) % 1000:03d}"
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -1,11 +1,17 @@
 """The one table a failing check prints: user, group, client count, server count, expected, difference."""
 from __future__ import annotations
 
+import time
 from typing import NoReturn
 
 import pytest
 
 from chargeback.verify import UserCheck, format_table
+
+
+def clock(moment: float) -> str:
+    """An epoch time as the checks print it (local time, milliseconds)."""
+    return time.strftime("%H:%M:%S", time.localtime(moment)) + f".{int(moment * 1000) % 1000:03d}"
 
 
 def row(check: UserCheck, what: str, client: int, server: int, expected: str = "") -> dict[str, object]:

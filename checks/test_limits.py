@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from chargeback.expectations import Rate
 from chargeback.verify import Verification
-from checks.conftest import clock
-from checks.failures import require, row, undecided
+from checks.failures import clock, require, row, undecided
 
 
 def test_policy_limit_held(v: Verification, user_rate: tuple[str, Rate]) -> None:

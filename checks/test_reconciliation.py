@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chargeback.verify import UserCheck, Verification
-from checks.conftest import clock
-from checks.failures import require, row
+from checks.failures import clock, require, row
 
 
 def require_no_reset(check: UserCheck, rows: list[dict[str, object]]) -> None:
