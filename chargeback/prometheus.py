@@ -139,8 +139,8 @@ class PrometheusSource:
     def last_scrape_before(self, moment: float, since: float) -> float | None:
         """The latest moment in (since, moment] at which every gateway target had been scraped successfully."""
         scrapes = self.target_scrapes(since, moment)
-        lasts = [max((t for t, up in samples if up == 1), default=None) for samples in scrapes.values()]
-        return None if not lasts or None in lasts else min(t for t in lasts if t is not None)
+        lasts = [[t for t, up in samples if up == 1] for samples in scrapes.values()]
+        return min(times[-1] for times in lasts) if lasts and all(lasts) else None
 
     def _last_error(self, target: Target) -> str:
         for t in self._active_targets():

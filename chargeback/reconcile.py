@@ -24,9 +24,11 @@ class Counted:
     either: tuple[int, int]  # counted once as authorized or limited: certainly, possibly
 
     def __add__(self, other: "Counted") -> "Counted":
-        return Counted(*(tuple(min(a + b, UNBOUNDED) for a, b in zip(mine, theirs))  # type: ignore[misc]
-                         for mine, theirs in ((self.authorized, other.authorized), (self.limited, other.limited),
-                                              (self.either, other.either))))
+        def add(mine: tuple[int, int], theirs: tuple[int, int]) -> tuple[int, int]:
+            return mine[0] + theirs[0], min(mine[1] + theirs[1], UNBOUNDED)
+
+        return Counted(add(self.authorized, other.authorized), add(self.limited, other.limited),
+                       add(self.either, other.either))
 
     @property
     def total(self) -> tuple[int, int]:
