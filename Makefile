@@ -1,30 +1,41 @@
-# `make test` and `make demo` do their own set-up: Debian's prometheus (and chromium and curl for the tests) when missing,
-# and the pinned Python packages.
+# `make test` and `make demo` do their own set-up: Debian's prometheus (and chromium and curl for the tests) when
+# missing, then a virtual environment in .venv with this package (editable) and the pinned Python packages.
 PYTHON ?= python3
+VENV ?= .venv
+PY = $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test-setup test demo stack bench
+.PHONY: setup test-setup test fast demo stack bench lint
 
 APT_INSTALL = apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-setup:
+$(PY):
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || ($(APT_INSTALL) python3-venv && rm -rf $(VENV) && $(PYTHON) -m venv $(VENV))
+
+setup: $(PY)
 	@command -v prometheus >/dev/null || ($(APT_INSTALL) prometheus)
-	$(PYTHON) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements.txt -e .
 
 test-setup: setup
 	@command -v chromium >/dev/null && command -v curl >/dev/null || ($(APT_INSTALL) chromium curl)
 
 test: test-setup
-	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+fast: setup
+	$(PY) -m pytest tests -m "not e2e" $(PYTEST_ARGS)
 
 demo: setup
-	$(PYTHON) -m chargeback demo
+	$(VENV)/bin/chargeback demo
 
 stack: setup
-	$(PYTHON) -m chargeback stack up
+	$(VENV)/bin/chargeback stack up
+
+lint: setup
+	$(VENV)/bin/ruff check .
 
 bench: setup
 	@command -v wrk >/dev/null && command -v nginx >/dev/null || ($(APT_INSTALL) wrk nginx-light)
-	$(PYTHON) bench/gateway_speed.py
-	$(PYTHON) bench/ledger_overhead.py
-	$(PYTHON) bench/verdict_latency.py
+	$(PY) bench/gateway_speed.py
+	$(PY) bench/ledger_overhead.py
+	$(PY) bench/verdict_latency.py

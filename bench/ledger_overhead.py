@@ -11,8 +11,20 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway_speed import (BENCH_DIR, CONNECTIONS, LOAD_CPU, SERVER_CPU, base_url, check_prerequisites, nginx,
-                           parse_count, run_in_workdir, run_locust, run_locust_csv, running)
+from gateway_speed import (
+    BENCH_DIR,
+    CONNECTIONS,
+    LOAD_CPU,
+    SERVER_CPU,
+    base_url,
+    check_prerequisites,
+    nginx,
+    parse_count,
+    run_in_workdir,
+    run_locust,
+    run_locust_csv,
+    running,
+)
 
 SCENARIO = "bench-max-rate"  # registered by bench/locust_tiers.py
 SECONDS_ENV = "LEDGER_BENCH_SECONDS"  # the scenario's duration, read by bench/locust_tiers.py

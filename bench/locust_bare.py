@@ -2,9 +2,8 @@
 
 Run by gateway_speed.py as one headless process; the request is the one wrk sends (BODY and HEADERS there).
 """
-from locust import FastHttpUser, constant, task
-
 from gateway_speed import BODY, COMPLETIONS_PATH, HEADERS
+from locust import FastHttpUser, constant, task
 
 
 class BareCompletionUser(FastHttpUser):

@@ -21,10 +21,11 @@ if REPO_ROOT not in sys.path:
 
 from gateway_speed import BODY, CONNECTIONS  # noqa: E402
 from ledger_overhead import SCENARIO, SECONDS_ENV  # noqa: E402
+
 from locustfile import *  # noqa: E402,F401,F403  (the tier user classes and ScenarioShape, for Locust to find here)
 from locustfile import PLAN  # noqa: E402
 from scenarios import SCENARIOS, Scenario, Stream  # noqa: E402
-from users.patterns import BackToBack  # noqa: E402
+from scenarios.patterns import BackToBack  # noqa: E402
 
 
 def max_rate_scenario(users: int, seconds: float) -> Scenario:

@@ -21,9 +21,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from gateway_speed import run_in_workdir  # noqa: E402
+
 from chargeback.plan import parse_window  # noqa: E402
 from chargeback.record import RecordError, RunRecord  # noqa: E402
-from gateway_speed import run_in_workdir  # noqa: E402
 from sim.stack import LocalStack  # noqa: E402
 
 POLICY = REPO_ROOT / "deploy" / "kuadrant"

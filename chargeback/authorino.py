@@ -42,7 +42,8 @@ class PatternRule:
 
 @dataclass(frozen=True)
 class AuthRules:
-    """What the AuthPolicy does: where the key is read, which Secrets count, what auth.identity holds, who is allowed."""
+    """What the AuthPolicy does: where the key is read, which Secrets count, what auth.identity holds, who is
+    allowed."""
 
     policy: str
     header: str  # lower-case header name
@@ -94,7 +95,8 @@ def _credentials(doc: Document, at: str, credentials: dict[str, Any]) -> tuple[s
         if not header:
             raise doc.error(f"{at}.credentials.customHeader.name", "missing")
         return str(header).lower(), ""
-    raise doc.error(f"{at}.credentials", f"only authorizationHeader and customHeader are supported, got {sorted(credentials)}")
+    raise doc.error(f"{at}.credentials",
+                    f"only authorizationHeader and customHeader are supported, got {sorted(credentials)}")
 
 
 def _identity_properties(doc: Document, rules: dict[str, Any]) -> dict[str, Any] | None:
@@ -131,7 +133,8 @@ def _authorization_rules(doc: Document, rules: dict[str, Any]) -> tuple[Authoriz
             try:
                 found.append(PatternRule(tuple((p["selector"], p["operator"], str(p["value"])) for p in patterns)))
             except (KeyError, TypeError):
-                raise doc.error(f"{at}.patternMatching.patterns", "expected a list of {selector, operator, value}") from None
+                raise doc.error(f"{at}.patternMatching.patterns",
+                                "expected a list of {selector, operator, value}") from None
             unknown = {p["operator"] for p in patterns} - set(_OPERATORS)
             if unknown:
                 raise doc.error(f"{at}.patternMatching.patterns", f"unsupported operator {sorted(unknown)}")

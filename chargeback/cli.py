@@ -12,15 +12,15 @@ from types import FrameType
 from .demo import run_demo
 from .manifests import ManifestError
 from .plan import DEFAULT_POLICY, load_plan, parse_window
+from .prometheus import MetricsSourceError
 from .record import RecordError
 from .rules import main_rules
-from .verify import VerifyError
-from .prometheus import MetricsSourceError
 from .schema import SCHEMAS
+from .verify import VerifyError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m chargeback",
+    parser = argparse.ArgumentParser(prog="chargeback",
                                      description="Load-test and verify Kuadrant rate limits and chargeback metrics.")
     commands = parser.add_subparsers(dest="command", required=True)
     stack = commands.add_parser("stack", help="the local stand-in for a cluster")

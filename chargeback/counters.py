@@ -5,7 +5,6 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
-
 # Labels that tell copies of one scrape apart (which monitor or job, which Prometheus replica): series that differ
 # only in them are one counter, read twice, so one is kept.
 COPY_LABELS = frozenset({"job", "prometheus_replica", "prometheus", "service", "endpoint", "container", "namespace",
@@ -35,7 +34,7 @@ class Snapshot:
                 "series": {kind: [[labels, value] for labels, value in s] for kind, s in self.series.items()}}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Snapshot":
+    def from_dict(cls, data: dict[str, Any]) -> Snapshot:
         series = {kind: [(labels, float(value)) for labels, value in s] for kind, s in data["series"].items()}
         covers = data.get("covers")
         return cls(data["source"], data["at"], series, data.get("resets", {}), tuple(covers) if covers else None)
@@ -54,7 +53,7 @@ def in_namespace(series: Series, namespace: str | None, label: str = "limitador_
     return series if namespace is None else [(labels, v) for labels, v in series if labels.get(label) == namespace]
 
 
-def namespaces_of(snapshot: "Snapshot", users: set[str], user_label: str = "user",
+def namespaces_of(snapshot: Snapshot, users: set[str], user_label: str = "user",
                   label: str = "limitador_namespace") -> set[str]:
     """The limitador_namespace values of the series that carry one of `users`."""
     return {labels[label] for series in snapshot.series.values() for labels, _ in series

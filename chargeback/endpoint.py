@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .counters import Series, Snapshot
 from .prometheus import MetricsSourceError
-from .schema import CANDIDATE_METRICS
+from .schema import candidate_metrics
 
 
 class MetricsEndpoint:
@@ -27,7 +27,7 @@ class MetricsEndpoint:
     def preflight(self) -> None:
         """The endpoint answers with Limitador's metrics; a one-line error naming the URL otherwise."""
         names = self._families()
-        if "limitador_up" not in names and not names & set(CANDIDATE_METRICS):
+        if "limitador_up" not in names and not names & set(candidate_metrics()):
             raise MetricsSourceError(f"{self.url}: not Limitador's metrics (no limitador_up or chargeback series)")
 
     def _families(self) -> dict[str, list]:
@@ -47,8 +47,9 @@ class MetricsEndpoint:
             raise MetricsSourceError(f"{self.url}: a /metrics endpoint has no history (the value at a past time "
                                      "needs Prometheus, or a snapshot taken by Locust with --metrics-url)")
         series: dict[str, Series] = {}
+        wanted = set(candidate_metrics())
         for name, samples in self._families().items():
-            if name in CANDIDATE_METRICS:
+            if name in wanted:
                 series[name] = [(dict(s.labels), s.value) for s in samples
                                 if s.labels.get("user") and not s.name.endswith("_created")]
         return Snapshot(self.url, time.time(), {k: v for k, v in series.items() if v})

@@ -20,28 +20,19 @@ request; the model does not follow that (it matters only for counters shared bet
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import product
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 from .ledger import ANY_SENDER, AUTHORIZED, LIMITED, MAYBE
+from .plan import Rate
 
 EDGE = 0.005  # seconds of margin between two clocks (two senders) before the model calls two moments ordered
 MAX_WORLDS = 2048
 
 Window = tuple[float, float, int, int]  # opened no earlier, opened no later, count at least, count at most
 State = tuple  # one Window, or None (no live window), per rate
-
-
-@dataclass(frozen=True)
-class Rate:
-    limit_name: str
-    limit: int
-    window: float
-
-    @property
-    def label(self) -> str:
-        return f"{self.limit_name} ({self.limit} per {self.window:g} s)"
 
 
 class Request(NamedTuple):
@@ -64,11 +55,11 @@ class Prior:
     exact: bool = True  # False when the state is a range because nothing better was known
 
     @classmethod
-    def fresh(cls, rates: list[Rate], at: float, source: str = "no window open before the run") -> "Prior":
+    def fresh(cls, rates: list[Rate], at: float, source: str = "no window open before the run") -> Prior:
         return cls(((None,) * len(rates),), at, source)
 
     @classmethod
-    def unknown(cls, rates: list[Rate], at: float, why: str) -> "Prior":
+    def unknown(cls, rates: list[Rate], at: float, why: str) -> Prior:
         """Any window may be open, with any count, opened within one window length before `at`."""
         choices = [(None, (at - r.window, at, 0, r.limit)) for r in rates]
         return cls(tuple(product(*choices)), at, f"unknown ({why}): windows may be open", exact=False)

@@ -6,7 +6,8 @@ import json
 import os
 import re
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import cel
 import regopy

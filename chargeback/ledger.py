@@ -17,7 +17,7 @@ COUNTS = ("sent", "authorized", "limited", "rejected", "errors", "prompt_tokens"
 
 # What became of a request at the limiter, as far as the client can tell
 AUTHORIZED, LIMITED, NOT_REACHED = "A", "L", "N"
-DECIDED = "D"  # no answer, but in flight longer than the limiter's timeout: the limiter counted it, one way or the other
+DECIDED = "D"  # no answer, but in flight longer than the limiter's timeout: the limiter counted it, either way
 MAYBE = "M"  # no answer, and cut off sooner: it may or may not have reached the limiter
 
 
@@ -82,7 +82,7 @@ class Account:
         return [(sent, done, limiter_outcome(sent, done, status, limiter_timeout), sender)
                 for sent, done, status, sender in sorted(self.timeline)]
 
-    def merge(self, other: "Account") -> None:
+    def merge(self, other: Account) -> None:
         for name in COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         firsts = [t for t in (self.first, other.first) if t is not None]
@@ -137,7 +137,7 @@ class Ledger:
         return [asdict(a) for a in sorted(self.accounts.values(), key=lambda a: a.user)]
 
     @classmethod
-    def from_list(cls, data: list[dict[str, Any]]) -> "Ledger":
+    def from_list(cls, data: list[dict[str, Any]]) -> Ledger:
         ledger = cls()
         ledger.merge(data)
         for account in ledger.accounts.values():

@@ -1,5 +1,5 @@
 """Limitador limits as kuadrant-operator compiles them from the Plan's RateLimitPolicy and TokenRateLimitPolicy limits
-(`internal/controller/limitador_limits_reconciler.go`; DOMAIN.md section 3)."""
+(github.com/Kuadrant/kuadrant-operator, `internal/controller/limitador_limits_reconciler.go`)."""
 from __future__ import annotations
 
 import hashlib

@@ -1,9 +1,10 @@
 """Read Kubernetes manifests (files, folders, multi-document YAML) into located documents."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 

@@ -2,17 +2,27 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-from .authorino import AUTHORINO_LABEL, AuthRules, allowed, identity_attributes, read_auth_policy, secret_key, secret_object
+from .authorino import (
+    AUTHORINO_LABEL,
+    AuthRules,
+    allowed,
+    identity_attributes,
+    read_auth_policy,
+    secret_key,
+    secret_object,
+)
 from .expressions import CelExpression, ExpressionError
 from .manifests import Document, ManifestError, load_documents
 
-DEFAULT_POLICY = str(Path(__file__).resolve().parent.parent / "deploy" / "kuadrant")
+_CHECKOUT_POLICY = Path(__file__).resolve().parent.parent / "deploy" / "kuadrant"
+# The demo's manifests: those of this checkout (an editable install), else ./deploy/kuadrant.
+DEFAULT_POLICY = str(_CHECKOUT_POLICY) if _CHECKOUT_POLICY.is_dir() else str(Path("deploy") / "kuadrant")
 DEFAULT_NAMESPACE = "llm/vllm-httproute"  # Kuadrant's limitador_namespace for the demo's HTTPRoute
 PRICES_LABEL = "chargeback.kuadrant.io/prices"
 USER_ID_ANNOTATION = "secret.kuadrant.io/user-id"
@@ -48,8 +58,15 @@ class Price:
 
 @dataclass(frozen=True)
 class Rate:
+    """One rate of a named limit: at most `limit` hits per `window` seconds."""
+
+    limit_name: str
     limit: int
     window: float  # seconds
+
+    @property
+    def label(self) -> str:
+        return f"{self.limit_name} ({self.limit} per {self.window:g} s)"
 
 
 @dataclass(frozen=True)
@@ -146,47 +163,12 @@ class Plan:
         """user -> tier: the fallback when a metric carries no group label."""
         return {i.user: i.tier for i in self.identities}
 
-    def describe(self) -> dict[str, Any]:
-        """A JSON-able summary for run records, API keys masked."""
-        return {
-            "sources": self.sources,
-            "currency": self.currency,
-            "identities": [
-                {"user": i.user, "key": i.masked_key, "groups": list(i.groups), "group_label": i.group_label,
-                 "tier": i.tier, "known": i.known, "allowed": i.allowed,
-                 "limits": [l.name for l in self.limits_for(i)], "counter_values": self.counter_values(i)}
-                for i in self.identities
-            ],
-            "limits": [
-                {"name": l.name, "policy": l.policy, "kind": l.kind,
-                 "rates": [{"limit": r.limit, "window_seconds": r.window} for r in l.rates],
-                 "when": [p.source for p in l.predicates], "counters": [c.source for c in l.counters]}
-                for l in self.limits
-            ],
-            "tiers": {
-                t.name: {"users": list(t.users), "limits": list(t.limits),
-                         "price": {"per_call": t.price.per_call, "per_1k_tokens": t.price.per_1k_tokens}}
-                for t in self.tiers.values()
-            },
-            "warnings": self.warnings,
-        }
-
 
 def _applies(limit: Limit, identity: Identity) -> bool:
     try:
         return limit.applies(identity.auth)
     except ExpressionError:
         return False
-
-
-def policy_paths(argv: list[str], environ: Mapping[str, str]) -> list[str]:
-    """`--policy X` / `--policy=X` from the command line, else $CHARGEBACK_POLICY, else the default manifests."""
-    paths = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--policy"]
-    paths += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--policy=")]
-    if paths:
-        return paths
-    env = environ.get("CHARGEBACK_POLICY")
-    return env.split(os.pathsep) if env else [DEFAULT_POLICY]
 
 
 def load_plan(paths: Iterable[str | Path]) -> Plan:
@@ -249,7 +231,7 @@ def _read_limit(doc: Document, kind: str, at: str, name: str, body: Any) -> Limi
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
             raise doc.error(f"{at}.rates[{i}].limit", f"expected a whole number >= 0, got {limit!r}")
         try:
-            parsed.append(Rate(limit, parse_window(rate.get("window", ""))))
+            parsed.append(Rate(name, limit, parse_window(rate.get("window", ""))))
         except ValueError as exc:
             raise doc.error(f"{at}.rates[{i}].window", str(exc)) from None
     return Limit(
@@ -300,7 +282,8 @@ def _read_prices(config_maps: list[Document]) -> tuple[dict[str, Price], str]:
     return {tier: Price(**units) for tier, units in prices.items()}, currency
 
 
-def _read_identities(secrets: list[Document], auth: AuthRules | None, priced: set[str], warnings: list[str]) -> list[Identity]:
+def _read_identities(secrets: list[Document], auth: AuthRules | None, priced: set[str],
+                     warnings: list[str]) -> list[Identity]:
     identities = []
     for doc in secrets:
         key = secret_key(doc)
@@ -354,7 +337,8 @@ def _warn_unevaluable(limits: list[Limit], identities: list[Identity], warnings:
                 if limit.applies(identity.auth):
                     limit.counter_values(identity.auth)
             except ExpressionError as exc:
-                warnings.append(f"{limit.policy} limit {limit.name}: {exc} for user {identity.user}; the limit does not apply")
+                warnings.append(f"{limit.policy} limit {limit.name}: {exc} for user {identity.user}; "
+                                "the limit does not apply")
                 break
 
 
@@ -369,7 +353,8 @@ def _tiers(identities: list[Identity], limits: list[Limit], prices: dict[str, Pr
 
 
 def _read_telemetry(policies: list[Document], warnings: list[str]) -> dict[str, CelExpression]:
-    """Labels a TelemetryPolicy adds to Limitador's metrics; those the stand-in cannot evaluate are dropped with a warning."""
+    """Labels a TelemetryPolicy adds to Limitador's metrics; those the stand-in cannot evaluate are dropped with a
+    warning."""
     labels: dict[str, CelExpression] = {}
     for doc in policies:
         raw = ((doc.data.get("spec") or {}).get("metrics") or {}).get("default", {}).get("labels") or {}

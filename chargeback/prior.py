@@ -12,8 +12,9 @@ from bisect import bisect_left, bisect_right
 from typing import Any
 
 from .counters import counter_identity, in_namespace
-from .expectations import AUTHORIZED, EDGE, Prior, Rate, Request, follow
+from .expectations import AUTHORIZED, EDGE, Prior, Request, follow
 from .limits import descriptor
+from .plan import Rate
 from .prometheus import PrometheusSource
 
 

@@ -14,10 +14,18 @@ from urllib3.util.retry import Retry
 
 from .counters import Series, Snapshot, walk
 from .plan import parse_window
-from .schema import CANDIDATE_METRICS
+from .schema import candidate_metrics
 
-PER_USER_SERIES = '{__name__=~"%s", user!=""}' % "|".join(CANDIDATE_METRICS)
-LIMITADOR_SERIES = '{__name__=~"limitador_up|%s"}' % "|".join(CANDIDATE_METRICS)
+
+def per_user_series() -> str:
+    """The per-user series of every registered metric schema."""
+    return f'{{__name__=~"{"|".join(candidate_metrics())}", user!=""}}'
+
+
+def limitador_series() -> str:
+    """The series that mark a Limitador target: `limitador_up`, or any registered schema's counters."""
+    return f'{{__name__=~"limitador_up|{"|".join(candidate_metrics())}"}}'
+
 BARRIER_SLACK = 5.0  # seconds beyond two scrape intervals before the barrier gives up
 
 
@@ -79,7 +87,7 @@ class PrometheusSource:
                                          f"(jobs: {', '.join(jobs) or 'none'})")
         else:
             serving = {(labels.get("job"), labels.get("instance"))
-                       for labels, _ in self.vector(f"group by (job, instance) ({LIMITADOR_SERIES})")}
+                       for labels, _ in self.vector(f"group by (job, instance) ({limitador_series()})")}
             chosen = [t for t in active if (t["labels"].get("job"), t["labels"].get("instance")) in serving]
             if not chosen:
                 raise MetricsSourceError(f"Prometheus at {self.url}: no scrape target serves Limitador's metrics "
@@ -157,7 +165,7 @@ class PrometheusSource:
     def snapshot(self, at: float | None = None) -> Snapshot:
         """Every per-user chargeback series, raw, at `at` (epoch s) or now."""
         series: dict[str, Series] = {}
-        for labels, value in self.vector(PER_USER_SERIES, at):
+        for labels, value in self.vector(per_user_series(), at):
             series.setdefault(labels["__name__"], []).append((labels, value))
         return Snapshot(self.url, at if at is not None else time.time(), series)
 
@@ -171,14 +179,15 @@ class PrometheusSource:
         return {(labels.get("job"), labels.get("instance")): sorted(t for t, up in samples if up == 1)
                 for labels, samples in self.matrix(f"up[{window}]", at)}
 
-    def history(self, start: float, end: float, metrics: tuple[str, ...] = CANDIDATE_METRICS
+    def history(self, start: float, end: float, metrics: tuple[str, ...] | None = None
                 ) -> list[tuple[str, dict[str, str], list[tuple[float, float]], list[float]]]:
-        """Every per-user series of `metrics` between `start` and `end`: (metric, labels, raw samples, its target's
-        successful scrape times)."""
+        """Every per-user series of `metrics` (default: every registered schema's) between `start` and `end`:
+        (metric, labels, raw samples, its target's successful scrape times)."""
         window = f"{max(1, int(end - start + 0.999))}s"
         scrapes = self.scrapes(window, end)
         return [(name, labels, samples, scrapes.get((labels.get("job"), labels.get("instance")), []))
-                for name in metrics for labels, samples in self.matrix(f'{name}{{user!=""}}[{window}]', end)]
+                for name in metrics or candidate_metrics()
+                for labels, samples in self.matrix(f'{name}{{user!=""}}[{window}]', end)]
 
     def resets(self, start: float, end: float) -> dict[str, int]:
         """user -> how many of its counters restarted between `start` and `end` (epoch s): a fall, a gap in its

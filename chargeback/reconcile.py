@@ -23,7 +23,7 @@ class Counted:
     limited: tuple[int, int]
     either: tuple[int, int]  # counted once as authorized or limited: certainly, possibly
 
-    def __add__(self, other: "Counted") -> "Counted":
+    def __add__(self, other: Counted) -> Counted:
         def add(mine: tuple[int, int], theirs: tuple[int, int]) -> tuple[int, int]:
             return mine[0] + theirs[0], min(mine[1] + theirs[1], UNBOUNDED)
 
@@ -40,7 +40,8 @@ class Counted:
         assignment of the open requests gives)."""
         (a_lo, a_hi), (l_lo, l_hi), (_, e_hi) = self.authorized, self.limited, self.either
         low, high = self.total
-        return a_lo <= authorized <= a_hi + e_hi and l_lo <= limited <= l_hi + e_hi and low <= authorized + limited <= high
+        return (a_lo <= authorized <= a_hi + e_hi and l_lo <= limited <= l_hi + e_hi
+                and low <= authorized + limited <= high)
 
     def expected(self, kind: str) -> str:
         """The bounds of one kind as the failure table shows them."""

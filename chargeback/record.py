@@ -11,6 +11,7 @@ from typing import Any
 
 from .counters import Snapshot
 from .ledger import Ledger
+from .summary import PlanSummary
 
 RECORD_FILE = "record.json"
 LEDGER_FILE = "ledger.json"
@@ -36,10 +37,11 @@ def new_run_id(scenario: str, now: float | None = None) -> str:
 
 @dataclass
 class RunRecord:
-    """What a run was and what the client saw; `meta` is record.json, `ledger` ledger.json."""
+    """What a run was and what the client saw: `meta` and `plan` are record.json, `ledger` ledger.json."""
 
     path: Path
     meta: dict[str, Any]
+    plan: PlanSummary
     ledger: Ledger
     snapshots: dict[str, Snapshot] = field(default_factory=dict)  # "before" / "after" the traffic
 
@@ -48,13 +50,14 @@ class RunRecord:
         return self.meta["state"]
 
     @classmethod
-    def start(cls, runs_dir: Path, meta: dict[str, Any], snapshots: dict[str, Snapshot] | None = None) -> "RunRecord":
+    def start(cls, runs_dir: Path, meta: dict[str, Any], plan: PlanSummary,
+              snapshots: dict[str, Snapshot] | None = None) -> RunRecord:
         """Create `runs_dir/<run-id>/` marked running (so a killed run stays marked), and point `latest` at it."""
         run_id = new_run_id(meta["scenario"])
         path = Path(runs_dir) / run_id
         path.mkdir(parents=True)
         record = cls(path, {**meta, "run_id": run_id, "state": RUNNING, "reason": "the run has not ended",
-                            "started": time.time(), "ended": None}, Ledger(), dict(snapshots or {}))
+                            "started": time.time(), "ended": None}, plan, Ledger(), dict(snapshots or {}))
         record.save()
         link = Path(runs_dir) / "latest"
         tmp = link.with_name(f".latest.{os.getpid()}.tmp")
@@ -80,15 +83,19 @@ class RunRecord:
         write_json_atomic(self.path / LEDGER_FILE, self.ledger.to_list())
         if self.snapshots:
             write_json_atomic(self.path / SNAPSHOTS_FILE, {k: s.to_dict() for k, s in self.snapshots.items()})
-        write_json_atomic(self.path / RECORD_FILE, self.meta)
+        write_json_atomic(self.path / RECORD_FILE, {**self.meta, "plan": self.plan.to_dict()})
 
     @classmethod
-    def load(cls, path: str | Path) -> "RunRecord":
+    def load(cls, path: str | Path) -> RunRecord:
         path = Path(path)
         meta = _read_json(path / RECORD_FILE)
+        try:
+            plan = PlanSummary.from_dict(meta.pop("plan"))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise RecordError(f"{path / RECORD_FILE}: plan: missing or malformed ({exc!r})") from None
         ledger = Ledger.from_list(_read_json(path / LEDGER_FILE))
         snapshots = _read_json(path / SNAPSHOTS_FILE) if (path / SNAPSHOTS_FILE).exists() else {}
-        return cls(path, meta, ledger, {k: Snapshot.from_dict(v) for k, v in snapshots.items()})
+        return cls(path, meta, plan, ledger, {k: Snapshot.from_dict(v) for k, v in snapshots.items()})
 
 
 def _read_json(path: Path) -> Any:

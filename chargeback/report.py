@@ -5,13 +5,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .counters import counter_identity, deduplicated, walk
 from . import ledger
+from .counters import counter_identity, deduplicated, walk
 from .ledger import totals_by
 from .plan import Plan, Price
 from .prometheus import PrometheusSource
 from .record import RunRecord
-from .schema import CANDIDATE_METRICS, detect_schema, schema_named
+from .schema import candidate_metrics, detect_schema, schema_named
 from .verify import Verification, VerifyError, gather
 
 UNKNOWN_TIER = "(unknown)"
@@ -74,12 +74,12 @@ def parse_prices(items: list[str], per: str) -> dict[str, float]:
     return prices
 
 
-def price_list(tiers: dict[str, dict[str, float]], per_call: dict[str, float],
+def price_list(tiers: dict[str, Price], per_call: dict[str, float],
                per_1k_tokens: dict[str, float]) -> dict[str, Price]:
     """The Plan's prices per tier, with command-line overrides."""
     names = set(tiers) | set(per_call) | set(per_1k_tokens)
-    return {t: Price(per_call.get(t, tiers.get(t, {}).get("per_call", 0.0)),
-                     per_1k_tokens.get(t, tiers.get(t, {}).get("per_1k_tokens", 0.0))) for t in names}
+    return {t: Price(per_call.get(t, tiers.get(t, Price()).per_call),
+                     per_1k_tokens.get(t, tiers.get(t, Price()).per_1k_tokens)) for t in names}
 
 
 def _cost(prices: dict[str, Price], tier: str, calls: int, tokens: int) -> float:
@@ -91,9 +91,9 @@ def from_run(run: str, per_call: dict[str, float], per_1k_tokens: dict[str, floa
     """Usage from a run record: the server's counters where the record (or Prometheus) has them, checked
     against the ledger; the ledger alone, said so, where it has none."""
     record = RunRecord.load(run)
-    plan = record.meta["plan"]
-    tiers = {i["user"]: i["tier"] for i in plan["identities"]}
-    prices = price_list({t: v["price"] for t, v in plan["tiers"].items()}, per_call, per_1k_tokens)
+    plan = record.plan
+    tiers = {i.user: i.tier for i in plan.identities}
+    prices = price_list({t: v.price for t, v in plan.tiers.items()}, per_call, per_1k_tokens)
     try:
         verification: Verification | None = gather(record.path, prometheus_url=prometheus_url, partial=True)
     except VerifyError:
@@ -127,7 +127,7 @@ def from_run(run: str, per_call: dict[str, float], per_1k_tokens: dict[str, floa
     where = ("the gateway's counters (snapshots in the run record), checked against the client's ledger"
              if verification else "the client's ledger only: the record holds no server snapshots")
     return Report(f"Chargeback for run {record.meta['run_id']} ({record.meta['scenario']})", where,
-                  plan.get("currency", "USD"), users, timelines, flags)
+                  plan.currency, users, timelines, flags)
 
 
 def from_prometheus(url: str, since: float, plan: Plan, per_call: dict[str, float], per_1k_tokens: dict[str, float],
@@ -143,7 +143,7 @@ def from_prometheus(url: str, since: float, plan: Plan, per_call: dict[str, floa
     found = schema_named(schema) if schema else detect_schema(names)
     if found is None:
         raise VerifyError(f"Prometheus at {url}: no chargeback metrics with a user label in the last {since:g} s "
-                          f"(looked for {', '.join(CANDIDATE_METRICS)})")
+                          f"(looked for {', '.join(candidate_metrics())})")
     kinds = {found.authorized: AUTHORIZED, found.limited: LIMITED}
     if found.token_hits:
         kinds[found.token_hits] = TOKENS
@@ -157,8 +157,7 @@ def from_prometheus(url: str, since: float, plan: Plan, per_call: dict[str, floa
             if key not in counters or increase > counters[key][1]:  # copies from several jobs: keep one
                 counters[key] = (labels, increase, points, kinds[name])
     tiers = plan.user_groups()
-    prices = price_list({t: {"per_call": v.price.per_call, "per_1k_tokens": v.price.per_1k_tokens}
-                         for t, v in plan.tiers.items()}, per_call, per_1k_tokens)
+    prices = price_list({t: v.price for t, v in plan.tiers.items()}, per_call, per_1k_tokens)
     per_user: dict[str, list[float]] = {}
     groups: dict[str, str] = {}
     events: dict[str, list[tuple[float, int, int]]] = {}

@@ -6,7 +6,7 @@ import html
 import io
 import json
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +22,7 @@ CSV_COLUMNS = ["timestamp", "user", "group", "calls", "cost", "sent", "authorize
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
 
 def write_csv(report: Report, path: Path) -> None:
@@ -108,6 +108,9 @@ def _cell(value: object) -> str:
 
 def write_html(report: Report, path: Path) -> None:
     flags = "".join(f"<li>{html.escape(f)}</li>" for f in report.flags)
+    disagreements = (f'<h2 class="flags">Disagreements</h2><ul class="flags">{flags}</ul>' if flags
+                     else "<p>No disagreement between the server and the client.</p>")
+    source = f"Source: {html.escape(report.source)}. Generated {_iso(report.generated)}."
     users = [asdict(u) for u in report.users]
     path.write_text(f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(report.title)}</title>
@@ -120,8 +123,8 @@ th:first-child, td:first-child {{ text-align: left; }}
 figure {{ margin: 1.5em 0; }}
 </style></head><body>
 <h1>{html.escape(report.title)}</h1>
-<p>Source: {html.escape(report.source)}. Generated {_iso(report.generated)}. Currency: {html.escape(report.currency)}.</p>
-{f'<h2 class="flags">Disagreements</h2><ul class="flags">{flags}</ul>' if flags else '<p>No disagreement between the server and the client.</p>'}
+<p>{source} Currency: {html.escape(report.currency)}.</p>
+{disagreements}
 <h2>Per tier</h2>
 {_table(report.tiers(), ["group", "users", "authorized", "limited", "total_tokens", "cost"])}
 <h2>Per user</h2>

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from .counters import Snapshot, counter_identity, deduplicated, groups_seen, in_namespace, increases, \
-    namespaces_of, per_user, walk
+from .counters import (
+    Snapshot,
+    counter_identity,
+    deduplicated,
+    groups_seen,
+    in_namespace,
+    increases,
+    namespaces_of,
+    per_user,
+    walk,
+)
 from .endpoint import MetricsEndpoint
-from .expectations import Explanation, Prediction, Prior, Rate, Request, explain, most_authorized, predict, \
-    under_token_limits
+from .expectations import Explanation, Prediction, Prior, Request, explain, most_authorized, predict, under_token_limits
 from .ledger import LIMITER_TIMEOUT, NOT_REACHED, Account
+from .plan import Rate
 from .prior import from_counters, from_history
 from .prometheus import MetricsSourceError, PrometheusSource, Target
 from .reconcile import Counted, counted, foreign_range
 from .record import COMPLETE, RunRecord
-from .schema import CANDIDATE_METRICS, SCHEMAS, MetricSchema, detect_schema, schema_named
+from .schema import DEFAULT_SCHEMA, MetricSchema, candidate_metrics, detect_schema, schema_named
 
 
 class VerifyError(ValueError):
@@ -81,6 +90,15 @@ class UserCheck:
         return ",".join(labels) if len(labels) == 1 else (" + ".join(labels) if labels else self.tier or "(none)")
 
 
+class GroupCount(NamedTuple):
+    """One billed group: what the client saw (bounds) and what the server's counters rose by."""
+
+    group: str
+    counted: Counted
+    authorized: int
+    limited: int
+
+
 @dataclass
 class Verification:
     record: RunRecord
@@ -90,7 +108,7 @@ class Verification:
     before: Snapshot
     after: Snapshot
     namespace: str | None
-    groups: dict[str, tuple[Counted, int, int]]  # billed group -> (client bounds, server authorized, limited)
+    groups: dict[str, GroupCount]  # billed group -> its counts
     partial: bool = False
 
     @property
@@ -113,10 +131,10 @@ def _schema(before: Snapshot, after: Snapshot, forced: str | None, reached_limit
                 labels.setdefault(name, set()).update(series_labels)
     schema = detect_schema(labels)
     if schema is None and not reached_limiter:
-        return SCHEMAS["seed"]  # nothing reached the limiter: every schema reads zero
+        return schema_named(DEFAULT_SCHEMA)  # nothing reached the limiter: every schema reads zero
     if schema is None:
         raise VerifyError(f"{after.source}: no chargeback metrics with a user label (looked for "
-                          f"{', '.join(CANDIDATE_METRICS)}); is the gateway scraped, and did any request reach "
+                          f"{', '.join(candidate_metrics())}); is the gateway scraped, and did any request reach "
                           "the limiter? --schema names the metrics when detection cannot")
     return schema
 
@@ -134,41 +152,13 @@ def _namespace(snapshot: Snapshot, schema: MetricSchema, users: set[str], given:
     return next(iter(found), None)
 
 
-def user_rates(plan: dict[str, Any], user: str) -> tuple[list[Rate], bool]:
-    """The request-limit rates that apply to a user of the Plan (as described in a run record), and whether a
-    token limit applies too."""
-    identity = next((i for i in plan["identities"] if i["user"] == user), None)
-    limits = {l["name"]: l for l in plan["limits"]}
-    applying = [limits[name] for name in (identity or {}).get("limits", [])]
-    rates = [Rate(l["name"], r["limit"], r["window_seconds"]) for l in applying if l["kind"] == "requests"
-             for r in l["rates"]]
-    return rates, any(l["kind"] == "tokens" for l in applying)
-
-
-def _shared_counters(plan: dict[str, Any]) -> dict[str, str]:
-    """user -> another user with whom it shares a counter (the model follows one identity at a time)."""
-    owners: dict[tuple, str] = {}
-    shared: dict[str, str] = {}
-    for identity in plan["identities"]:
-        for limit, values in (identity.get("counter_values") or {}).items():
-            other = owners.setdefault((limit, tuple(values)), identity["user"])
-            if other != identity["user"]:
-                shared[identity["user"]], shared[other] = other, identity["user"]
-    return shared
-
-
-def _allowed_groups(identity: dict[str, Any]) -> set[str]:
-    """The group labels a series of this identity may carry: the raw groups value, or one of its groups."""
-    return {identity.get("group_label") or ",".join(identity["groups"]), *identity["groups"], identity["tier"]} - {""}
-
-
 def verify(record: RunRecord, before: Snapshot, after: Snapshot, resets: dict[str, int],
            schema_name: str | None = None, namespace: str | None = None, priors: dict[str, Prior] | None = None,
            limiter_timeout: float = LIMITER_TIMEOUT, partial: bool = False) -> Verification:
     """Put the client's ledger, the server's increases and the window model side by side, per user. Users without
     a prior start from an unknown state (windows may be open)."""
-    plan = record.meta["plan"]
-    identities = {i["user"]: i for i in plan["identities"]}
+    plan = record.plan
+    identities = {i.user: i for i in plan.identities}
     reached = sum(a.authorized + a.limited for a in record.ledger.accounts.values())
     schema = _schema(before, after, schema_name, reached)
     namespace = _namespace(after, schema, set(identities), namespace)
@@ -184,24 +174,24 @@ def verify(record: RunRecord, before: Snapshot, after: Snapshot, resets: dict[st
                 if any(schema.group_label in labels for labels, _ in series[kind][1])}
     billed = groups_seen([(l, v) for kind in labelled for l, v in series[kind][1]], schema.user_label,
                          schema.group_label)
-    shared = _shared_counters(plan)
+    shared = plan.shared_counters()
     unaccounted = set((record.meta.get("unaccounted") or {}).get("users", []))
     why_open = (record.meta.get("unaccounted") or {}).get("why", "")
     users = set(record.ledger.accounts) | {u for t in totals.values() for u, v in t.items() if v}
     checks: dict[str, UserCheck] = {}
     for user in sorted(users):
         identity = identities.get(user)
-        client = record.ledger.accounts.get(user) or Account(user, identity["tier"] if identity else "(unknown)")
+        client = record.ledger.accounts.get(user) or Account(user, identity.tier if identity else "(unknown)")
         outcomes = client.outcomes(limiter_timeout)
-        rates, token_limited = user_rates(plan, user)
+        rates, token_limited = plan.rates_of(user)
         check = UserCheck(
-            user=user, tier=identity["tier"] if identity else None, client=client,
+            user=user, tier=identity.tier if identity else None, client=client,
             counted=counted(outcomes, after.window, limiter_timeout, open_ended=user in unaccounted),
             server_authorized=round(totals["authorized"].get(user, 0)),
             server_limited=round(totals["limited"].get(user, 0)),
             server_tokens=round(totals["tokens"].get(user, 0)) if token_limited and "tokens" in totals else None,
             resets=resets.get(user, 0) + (user in went_back), billed=billed.get(user, set()),
-            allowed_groups=_allowed_groups(identity) if identity else set(), rates=rates,
+            allowed_groups=identity.allowed_groups if identity else set(), rates=rates,
             open_ended=why_open if user in unaccounted else "")
         if identity is not None:
             _model(check, outcomes, (priors or {}).get(user) or Prior.unknown(
@@ -235,7 +225,7 @@ def _model(check: UserCheck, outcomes: list[tuple[float, float, str, int]], prio
 
 
 def _group_sums(checks: dict[str, UserCheck], changes: dict[str, dict],
-                schema: MetricSchema) -> dict[str, tuple[Counted, int, int]]:
+                schema: MetricSchema) -> dict[str, GroupCount]:
     """Per group: the client's bounds under the tier the Plan bills each user in, and the server's increases under
     the group its series carry (under the user's tier when the label is one the Plan allows for the user, or
     missing; under the label as it is otherwise)."""
@@ -255,7 +245,7 @@ def _group_sums(checks: dict[str, UserCheck], changes: dict[str, dict],
             tier = check.tier if check is not None and check.tier else "(none)"
             allowed = check.allowed_groups if check is not None else set()
             row(tier if label is None or label in allowed else label)[position] += round(change)
-    return {group: (values[0], values[1], values[2]) for group, values in sorted(sums.items())}
+    return {group: GroupCount(group, *values) for group, values in sorted(sums.items())}
 
 
 def _after(record: RunRecord, source: MetricsSource, partial: bool) -> Snapshot:
@@ -281,13 +271,12 @@ def _priors(record: RunRecord, source: MetricsSource | None, schema: MetricSchem
             namespace: str | None) -> dict[str, Prior]:
     """Each user's state before the run: from Limitador's /counters read by the run, else from the counters'
     history in Prometheus; users left out start unknown."""
-    plan = record.meta["plan"]
-    rates = {i["user"]: user_rates(plan, i["user"])[0] for i in plan["identities"] if i["user"] in
-             record.ledger.accounts}
+    plan = record.plan
+    rates = {i.user: plan.rates_of(i.user)[0] for i in plan.identities if i.user in record.ledger.accounts}
     reading = (record.meta.get("limitador") or {}).get("before")
     if reading is not None:
-        sources = {l["name"]: l["counters"] for l in plan["limits"]}
-        values = {i["user"]: i.get("counter_values") or {} for i in plan["identities"]}
+        sources = {l.name: list(l.counters) for l in plan.limits}
+        values = {i.user: i.counter_values for i in plan.identities}
         return {user: from_counters(reading, r, sources, values[user]) for user, r in rates.items()}
     if isinstance(source, PrometheusSource):
         try:

@@ -5,7 +5,8 @@ import re
 from dataclasses import dataclass
 
 from chargeback.plan import Plan
-from users.patterns import BackToBack, Bursty, Pattern, Poisson, Steady
+
+from .patterns import BackToBack, Bursty, Pattern, Poisson, Steady
 
 INVALID_CLASS = "(invalid key)"  # the user class of slots without a valid key
 MISSING, UNKNOWN = "(missing key)", "(unknown key)"  # their ledger accounts
@@ -110,7 +111,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
 
 
 def class_name(tier: str) -> str:
-    """`premium` -> `PremiumUser`, `gold-plus` -> `GoldPlusUser`, the invalid-key class -> `InvalidKeyUser`."""
+    """The Locust user class of a tier: `premium` -> `PremiumUser`, `gold-plus` -> `GoldPlusUser`, the invalid-key
+    class -> `InvalidKeyUser`."""
     words = re.findall(r"[A-Za-z0-9]+", tier)
     return "".join(w[:1].upper() + w[1:] for w in words) + "User"
 

@@ -26,7 +26,7 @@ class Faults:
     mislabel: dict[str, str] = field(default_factory=dict)  # user -> group label served instead of the Plan's
 
     @classmethod
-    def parse(cls, specs: list[str]) -> "Faults":
+    def parse(cls, specs: list[str]) -> Faults:
         faults = cls()
         for spec in specs:
             kind, _, argument = spec.partition(":")

@@ -14,9 +14,10 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import unquote
 
 import orjson
@@ -27,7 +28,7 @@ from chargeback.expressions import CelExpression, ExpressionError
 from chargeback.limits import compiled_limit, limit_identifier
 from chargeback.manifests import ManifestError
 from chargeback.plan import DEFAULT_NAMESPACE, Identity, Limit, Plan, load_plan
-from chargeback.schema import SCHEMAS, MetricSchema, schema_named
+from chargeback.schema import DEFAULT_SCHEMA, MODEL_LABEL, SCHEMAS, MetricSchema, schema_named
 
 from .asgi import Receive, Send, read_body, respond, serve_lifespan
 from .faults import SYNTAX, Faults
@@ -44,7 +45,7 @@ ASGIApp = Callable[[dict[str, Any], Receive, Send], Any]
 
 def rfc3339(t: float) -> str:
     """Epoch seconds as an RFC 3339 UTC time, e.g. 2026-11-26T19:31:37.123456Z."""
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -107,8 +108,8 @@ class Gateway:
         self.faults = faults if faults is not None else Faults()
         self._group_label = schema.group_label
         self._label_names, self._label_exprs = self._labels(schema)
-        self._model_label = schema.name == "fork"
-        label_names = self._label_names + (("model",) if self._model_label else ())
+        self._model_label = schema.model_label
+        label_names = self._label_names + ((MODEL_LABEL,) if self._model_label else ())
         shared = Limiter(clock)
         self.replicas = [Replica(shared if replica_storage == "shared" or i == 0 else Limiter(clock),
                                  LimitadorMetrics(schema, self.namespace, label_names)) for i in range(replicas)]
@@ -120,9 +121,9 @@ class Gateway:
         }
 
     def _labels(self, schema: MetricSchema) -> tuple[tuple[str, ...], dict[str, CelExpression]]:
-        if schema.name == "telemetry" and self.plan.telemetry_labels:
+        if schema.telemetry_labels and self.plan.telemetry_labels:
             return tuple(self.plan.telemetry_labels), dict(self.plan.telemetry_labels)
-        if schema.name == "fork" or self.faults.no_group:
+        if not schema.labels_group or self.faults.no_group:
             return (schema.user_label,), {}
         return (schema.user_label, schema.group_label), {}
 
@@ -301,8 +302,9 @@ class Gateway:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sim.gateway", description=__doc__.splitlines()[0])
     parser.add_argument("--policy", action="append", required=True, help="manifest file or folder (repeatable)")
-    parser.add_argument("--schema", default="seed", choices=sorted(SCHEMAS), help="metric names to serve")
-    parser.add_argument("--namespace", help=f"limitador_namespace label (default: from an HTTPRoute, else {DEFAULT_NAMESPACE})")
+    parser.add_argument("--schema", default=DEFAULT_SCHEMA, choices=sorted(SCHEMAS), help="metric names to serve")
+    parser.add_argument("--namespace",
+                        help=f"limitador_namespace label (default: from an HTTPRoute, else {DEFAULT_NAMESPACE})")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--ttft", type=float, default=0.0, help="model time to first token, seconds")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterator
+from collections.abc import Iterator
 
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric

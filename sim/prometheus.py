@@ -99,7 +99,7 @@ class PrometheusServer:
         self.log_path = os.path.join(self.data_dir, "prometheus.log")
         self.process: ManagedProcess | None = None
 
-    def start(self, timeout: float = 30.0) -> "PrometheusServer":
+    def start(self, timeout: float = 30.0) -> PrometheusServer:
         """Start the server and block until /-/ready answers 200."""
         os.makedirs(self.data_dir, exist_ok=True)
         config_path = os.path.join(self.data_dir, "prometheus.yml")
@@ -151,7 +151,7 @@ class PrometheusServer:
         if self._owns_data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def __enter__(self) -> "PrometheusServer":
+    def __enter__(self) -> PrometheusServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -88,7 +88,7 @@ class LocalStack:
         self.gateway.start(timeout)
         self.wait_for_scrape(time.time(), timeout)
 
-    def start(self, timeout: float = 30.0) -> "LocalStack":
+    def start(self, timeout: float = 30.0) -> LocalStack:
         """Start both; wait until Prometheus has scraped every gateway target once (it applies targets after ~5 s)."""
         try:
             self.gateway.start(timeout)
@@ -110,7 +110,7 @@ class LocalStack:
         self.gateway.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> LocalStack:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -5,26 +5,25 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import textwrap
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
-
-from chargeback.ledger import Ledger
-from chargeback.record import RunRecord
-from chargeback.verify import gather
-from sim.stack import LocalStack
 from test_locust_e2e import locust_args
 from test_plan import DEPLOY, ROOT, limit_policy, write
 
+from chargeback.ledger import Ledger
+from chargeback.plan import load_plan
+from chargeback.record import RunRecord
+from chargeback.summary import PlanSummary
+from chargeback.verify import gather
+from sim.stack import LocalStack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 CHECKS_PER_SEED_RUN = 22  # 3 users x (reconciliation, group on the bill, answers, expected table, limit) + 2 groups
 #                           + 2 auth + 2 evidence + the token check, skipped: no token limit applies
-
-
-@pytest.fixture(scope="module")
-def stack():
-    with LocalStack([str(DEPLOY)]) as running:
-        yield running
 
 
 def locust_run(stack: LocalStack, runs: Path, scenario: str = "seed-demo", faults: list[str] | None = None,
@@ -40,11 +39,12 @@ def locust_run(stack: LocalStack, runs: Path, scenario: str = "seed-demo", fault
 
 
 def checks(run: Path, tmp_path: Path, *extra: str) -> tuple[int, dict[str, str | None], str]:
-    """Run `pytest checks/`; exit code, test name -> failure message (None: passed), output."""
+    """Run the built-in checks as a user would, `pytest --run RUN` in a folder of their own (the installed plugin
+    finds them); exit code, test name -> failure message (None: passed), output."""
     junit = tmp_path / "checks.xml"
-    result = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "checks"), "--run", str(run),
-                             "-p", "no:cacheprovider", f"--junitxml={junit}", *extra],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "pytest", "--run", str(run), "-p", "no:cacheprovider",
+                             f"--junitxml={junit}", *extra],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
     outcomes: dict[str, str | None] = {}
     if junit.exists():
         for case in ElementTree.parse(junit).iter("testcase"):
@@ -62,6 +62,37 @@ def test_clean_seed_demo_passes_five_times_in_a_row(stack: LocalStack, tmp_path:
         run = locust_run(stack, tmp_path / f"runs{attempt}")
         code, outcomes, output = checks(run, tmp_path)
         assert (code, failures(outcomes), len(outcomes)) == (0, {}, CHECKS_PER_SEED_RUN), output[-3000:]
+
+
+def test_a_users_own_checks_use_the_plugins_fixtures_and_its_options_need_no_run(stack: LocalStack,
+                                                                                  tmp_path: Path) -> None:
+    run = locust_run(stack, tmp_path / "runs")
+    mine = tmp_path / "my_checks"
+    mine.mkdir()
+    (mine / "test_mine.py").write_text(textwrap.dedent("""
+        from chargeback.verify import UserCheck, Verification
+
+        def test_no_premium_user_was_limited(plan_user_case: UserCheck) -> None:
+            assert plan_user_case.tier != "premium" or plan_user_case.server_limited == 0
+
+        def test_the_free_user_was_limited(verification: Verification) -> None:
+            assert verification.users["freeuser1"].server_limited == 3
+    """))
+    code, outcomes, output = checks(run, tmp_path, str(mine))
+    assert (code, outcomes) == (0, {"test_no_premium_user_was_limited[freeuser1]": None,
+                                    "test_no_premium_user_was_limited[premiumuser1]": None,
+                                    "test_no_premium_user_was_limited[premiumuser2]": None,
+                                    "test_the_free_user_was_limited": None}), output[-3000:]
+
+    def pytest_in(folder: Path, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=folder,
+                              capture_output=True, text=True, timeout=120)
+
+    helped = pytest_in(tmp_path, str(ROOT / "checks"), "--help")
+    assert helped.returncode == 0 and "--run=DIR" in helped.stdout and "--limiter-timeout=SECONDS" in helped.stdout
+    without_run = pytest_in(tmp_path, str(mine))
+    assert without_run.returncode == 4 and "ERROR: the checks need --run runs/<run-id> (or runs/latest)" in (
+        without_run.stderr), without_run.stdout + without_run.stderr
 
 
 def test_a_request_let_over_the_limit_fails_the_limit_checks(stack: LocalStack, tmp_path: Path) -> None:
@@ -196,7 +227,7 @@ def test_token_hits_are_reconciled_and_a_dropped_report_fails(tmp_path: Path) ->
 def test_unusable_inputs_fail_with_one_line(tmp_path: Path) -> None:
     code, _, output = checks(tmp_path / "nothing", tmp_path)
     assert code == 4 and f"ERROR: {tmp_path}/nothing/record.json: no such file (not a run record folder?)" in output
-    record = RunRecord.start(tmp_path / "runs", {"scenario": "seed-demo"})
+    record = RunRecord.start(tmp_path / "runs", {"scenario": "seed-demo"}, PlanSummary.of(load_plan([DEPLOY])))
     record.finish(Ledger(), complete=False, reason="stopped before the scenario finished: 1 of 3 simulated users done")
     code, _, output = checks(record.path, tmp_path)
     assert code == 4 and (f"ERROR: {record.path}: the run is incomplete (stopped before the scenario finished: 1 of 3 "

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from test_plan import ROOT, write
+
+pytestmark = pytest.mark.e2e
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:

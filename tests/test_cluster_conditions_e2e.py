@@ -9,27 +9,23 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
+from test_checks_e2e import CHECKS_PER_SEED_RUN, checks, failures
+from test_locust_e2e import locust_args
+from test_plan import DEPLOY, ROOT, write
 
 from chargeback.ledger import DECIDED, MODEL_429, NOT_CONNECTED
 from chargeback.prometheus import PrometheusSource
 from chargeback.record import COMPLETE, INCOMPLETE, RunRecord
 from chargeback.report import from_run
 from sim.stack import LocalStack
-from test_checks_e2e import CHECKS_PER_SEED_RUN, checks, failures
-from test_locust_e2e import locust_args
-from test_plan import DEPLOY, ROOT, write
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SEED_LEDGER = {"premiumuser1": (8, 0), "freeuser1": (2, 3), "premiumuser2": (6, 0)}
-
-
-@pytest.fixture(scope="module")
-def stack():
-    with LocalStack([str(DEPLOY)]) as running:
-        yield running
 
 
 def run(stack: LocalStack, runs: Path, *extra: str, scenario: str = "seed-demo", code: int = 0,

@@ -6,12 +6,14 @@ import json
 import time
 
 import pytest
-
-from chargeback.prometheus import PrometheusSource
-from sim.stack import LocalStack
 from test_gateway import SEED
 from test_plan import DEPLOY, ROOT
 from test_stack_e2e import post
+
+from chargeback.prometheus import PrometheusSource
+from sim.stack import LocalStack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "chargeback-dashboard.json"
 

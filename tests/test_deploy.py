@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import yaml
-
 from test_plan import ROOT
 
 DEPLOY_ROOT = ROOT / "deploy"
@@ -25,7 +24,7 @@ def test_distributed_locust_options_exist() -> None:
                if arg.startswith("-")}
     help_text = subprocess.run([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfile.py"), "--help"],
                                cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
-    custom = set(re.findall(r'add_argument\("(--[\w-]+)"', (ROOT / "locustfile.py").read_text()))
+    custom = set(re.findall(r'add_argument\("(--[\w-]+)"', (ROOT / "users" / "options.py").read_text()))
     known = set(re.findall(r"(?<![\w-])(--?[\w-]+)", help_text)) | custom
     assert options and options <= known, options - known
     master = next(j for j in jobs if j["metadata"]["name"] == "locust-master")

@@ -2,8 +2,12 @@
 answer checked against the possible worlds; the most a limit lets through; the state before the run."""
 from __future__ import annotations
 
-from chargeback.expectations import Prior, Rate, Request, explain, most_authorized, predict, under_token_limits
-from chargeback.ledger import AUTHORIZED as A, DECIDED as D, LIMITED as L, MAYBE as M
+from chargeback.expectations import Prior, Request, explain, most_authorized, predict, under_token_limits
+from chargeback.ledger import AUTHORIZED as A
+from chargeback.ledger import DECIDED as D
+from chargeback.ledger import LIMITED as L
+from chargeback.ledger import MAYBE as M
+from chargeback.plan import Rate
 
 FREE = Rate("free", 2, 120.0)
 FRESH = Prior.fresh([FREE], 0.0)

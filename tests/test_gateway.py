@@ -8,18 +8,18 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from test_plan import DEPLOY, MANIFESTS, ROOT, limit_policy, secret, write
 
 from chargeback.plan import load_plan
 from chargeback.schema import SCHEMAS
 from sim.faults import Faults
 from sim.gateway import Gateway
-from test_plan import DEPLOY, REFERENCE, ROOT, limit_policy, needs_reference, secret, write
 
 SEED = (("premiumuser1", 8), ("freeuser1", 5), ("premiumuser2", 6))  # the seed demo's traffic
 BODY = {"model": "Qwen/Qwen3-0.6B", "prompt": "Premium request", "max_tokens": 20}
@@ -139,14 +139,13 @@ def test_limit_reading_request_attributes_is_evaluated_per_request(tmp_path: Pat
     assert [complete(app, "premiumuser1_key") for _ in range(3)] == [200, 200, 200]
 
 
-@needs_reference
 def test_telemetry_policy_labels(tmp_path: Path) -> None:
     write(tmp_path, "keys.yaml", secret("alice", "free"))
     write(tmp_path, "auth.yaml", (DEPLOY / "auth-policy.yaml").read_text().replace(
         "                groups:\n", "                tier:\n"
         "                  selector: auth.identity.metadata.annotations.kuadrant\\.io/groups\n"
         "                groups:\n"))
-    app = gateway("telemetry", tmp_path, REFERENCE / "maas-telemetry-policy.yaml")
+    app = gateway("telemetry", tmp_path, MANIFESTS / "telemetry-policy.yaml")
     assert complete(app, "alice_key") == 200
     assert samples(app)[("authorized_calls", (NS, ("tier", "free"), ("user", "alice")))] == 1
 
@@ -221,7 +220,7 @@ def test_status_endpoint_has_limitadors_fields() -> None:
     app = gateway("seed")
     status = get_json(app, "/status")
     assert list(status) == ["started_at", "config_applied_at", "config_version", "config_err_since"]
-    started = datetime.strptime(status["started_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    started = datetime.strptime(status["started_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     assert 0 <= time.time() - started.timestamp() < 5
     assert status["config_applied_at"] == status["started_at"] and status["config_err_since"] is None
     assert status["config_version"] == app.config_version and len(app.config_version) == 16

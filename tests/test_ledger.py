@@ -3,10 +3,22 @@ from __future__ import annotations
 
 import random
 
-from chargeback.ledger import AUTHORIZED, DECIDED, LIMITED, MAYBE, MODEL_429, NO_ANSWER, NOT_CONNECTED, NOT_REACHED, \
-    Ledger, classify, limiter_outcome
-from chargeback.plan import load_plan
 from test_plan import DEPLOY
+
+from chargeback.ledger import (
+    AUTHORIZED,
+    DECIDED,
+    LIMITED,
+    MAYBE,
+    MODEL_429,
+    NO_ANSWER,
+    NOT_CONNECTED,
+    NOT_REACHED,
+    Ledger,
+    classify,
+    limiter_outcome,
+)
+from chargeback.plan import load_plan
 
 
 def test_classification_follows_where_the_request_stopped() -> None:

@@ -15,14 +15,16 @@ from pathlib import Path
 
 import psutil
 import pytest
+from browser import rendered_dom
+from test_plan import DEPLOY, ROOT, secret, write
 
-from chargeback.verify import gather
 from chargeback.record import COMPLETE, INCOMPLETE, RunRecord
+from chargeback.verify import gather
 from scenarios import MISSING, UNKNOWN
 from sim.prometheus import free_port
 from sim.stack import LocalStack
-from test_plan import DEPLOY, ROOT, secret, write
-from browser import rendered_dom
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 LIMITS = {"free": 2, "premium": 10, "enterprise": 50}
 
@@ -224,3 +226,25 @@ def test_a_lost_worker_ends_the_run_with_an_incomplete_record(policies: list[Pat
     assert re.match(r"worker\(s\) \S+ lost: their requests since their last report \([\d:]+\) are not in the "
                     r"ledger", lost["why"]), lost["why"]
     assert sum(a.sent for a in record.ledger.accounts.values()) > 0  # the surviving worker's share is kept
+
+
+def test_a_worker_that_loaded_another_plan_gets_no_users_and_the_record_says_so(policies: list[Path],
+                                                                                 tmp_path: Path) -> None:
+    runs, port = tmp_path / "runs", free_port()
+    with LocalStack([str(DEPLOY)]) as stack:
+        master = subprocess.Popen(locust_args(stack.gateway_url, runs, [DEPLOY], "--headless", "--master",
+                                              "--master-bind-port", str(port), "--expect-workers", "1"),
+                                  cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        worker = subprocess.Popen(locust_args(stack.gateway_url, runs, policies, "--worker", "--master-port",
+                                              str(port)), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            _, err = master.communicate(timeout=90)
+        finally:
+            worker.kill()
+            worker.wait(timeout=30)
+    record = RunRecord.load(runs / "latest")
+    assert (record.state, master.returncode) == (INCOMPLETE, 3), err[-2000:]
+    assert re.search(r"worker \S+ loaded another Plan \(digest [0-9a-f]{16}, the master's [0-9a-f]{16}\): start "
+                     r"master and workers with the same --policy", record.meta["reason"]), record.meta["reason"]
+    assert sum(a.sent for a in record.ledger.accounts.values()) == 0

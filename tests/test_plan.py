@@ -1,6 +1,8 @@
 """The Plan read from Kuadrant manifests: both predicate styles, groups, rates, Rego, prices, and each bad-input error."""
 from __future__ import annotations
 
+import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -8,12 +10,11 @@ import pytest
 
 from chargeback.manifests import ManifestError
 from chargeback.plan import Price, Rate, load_plan, mask_key, parse_window
+from chargeback.summary import PlanSummary
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "kuadrant"
-REFERENCE = ROOT.parent / "shared" / "reference"  # real upstream manifests, beside a development checkout only
-needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"{REFERENCE} (the upstream reference manifests "
-                                     "kept beside the development checkout) is not there")
+MANIFESTS = ROOT / "tests" / "manifests"  # the project's own manifests in the shapes of upstream ones (see each header)
 
 
 def secret(user: str, groups: str, *, tier: str | None = None, managed: bool = True, name: str | None = None) -> str:
@@ -74,9 +75,9 @@ def test_default_manifests_give_the_demo_plan() -> None:
         ("enterpriseuser1", "enterprise", True, True),
     ]
     assert {l.name: l.rates for l in plan.limits} == {
-        "free-user-requests": (Rate(2, 120.0),),
-        "premium-user-requests": (Rate(10, 120.0),),
-        "enterprise-user-requests": (Rate(50, 120.0),),
+        "free-user-requests": (Rate("free-user-requests", 2, 120.0),),
+        "premium-user-requests": (Rate("premium-user-requests", 10, 120.0),),
+        "enterprise-user-requests": (Rate("enterprise-user-requests", 50, 120.0),),
     }
     assert plan.auth is not None and (plan.auth.header, plan.auth.prefix) == ("authorization", "APIKEY")
     assert plan.tiers["premium"].users == ("premiumuser1", "premiumuser2")
@@ -89,24 +90,25 @@ def test_default_manifests_give_the_demo_plan() -> None:
     assert plan.user_groups()["enterpriseuser1"] == "enterprise"
 
 
-def test_plan_description_masks_keys() -> None:
-    described = load_plan([DEPLOY]).describe()
-    text = repr(described)
+def test_plan_summary_masks_keys_and_reads_back_the_same() -> None:
+    summary = PlanSummary.of(load_plan([DEPLOY]))
+    text = repr(summary.to_dict())
     assert "_key'" not in text and "freeuser1_key" not in text
-    assert described["identities"][0]["key"] == mask_key("freeuser1_key")
+    assert summary.identities[0].key == mask_key("freeuser1_key")
+    assert PlanSummary.from_dict(json.loads(json.dumps(summary.to_dict()))) == summary
+    assert summary.rates_of("freeuser1") == ([Rate("free-user-requests", 2, 120.0)], False)
     assert mask_key("freeuser1_key").startswith("sha256:") and len(mask_key("x")) == 19
 
 
-@needs_reference
-def test_reference_manifests_read_unchanged_with_a_401_warning_per_unlabelled_secret() -> None:
-    plan = load_plan([REFERENCE])
+def test_upstream_shaped_manifests_read_unchanged_with_a_401_warning_per_unlabelled_secret() -> None:
+    plan = load_plan([MANIFESTS])
     users = [i.user for i in plan.identities]
     assert users == ["freeuser1", "freeuser2", "premiumuser1", "premiumuser2", "enterpriseuser1"]
     assert all(not i.known and i.allowed for i in plan.identities)
     unlabelled = [w for w in plan.warnings if "authorino.kuadrant.io/managed-by" in w]
     assert len(unlabelled) == 5
     assert unlabelled[0] == (
-        f"{REFERENCE / 'upstream-chargeback-policy.yaml'}: Secret llm/freeuser1-apikey: metadata.labels: lacks "
+        f"{MANIFESTS / 'chargeback-policy.yaml'}: Secret llm/freeuser1-apikey: metadata.labels: lacks "
         "authorino.kuadrant.io/managed-by: authorino; Authorino's default secret label selector will not index it, "
         "so the cluster answers 401 for its key"
     )
@@ -117,11 +119,28 @@ def test_reference_manifests_read_unchanged_with_a_401_warning_per_unlabelled_se
     assert any("labels.model" in w and "leaves this label out" in w for w in plan.warnings)
 
 
-@needs_reference
+def plan_facts(folder: Path) -> tuple:
+    """What a folder's Plan says, file paths left out of its warnings: identities, limits, tiers, labels, warnings."""
+    plan = load_plan([folder])
+    return ([(i.user, i.tier, i.groups, i.known, i.allowed) for i in plan.identities],
+            sorted((l.policy, l.name, l.kind, l.rates) for l in plan.limits),
+            {name: (t.users, t.limits, t.price) for name, t in plan.tiers.items()},
+            sorted(plan.telemetry_labels),
+            sorted(re.sub(r"^\S+\.ya?ml: ", "", w) for w in plan.warnings))
+
+
+def test_upstream_reference_manifests_load() -> None:
+    """The real upstream files, read as they are, say what the project's own copies in tests/manifests/ say."""
+    upstream = ROOT.parent / "shared" / "reference"  # beside a development checkout only
+    if not upstream.is_dir():
+        pytest.skip(f"the upstream reference manifests are not beside this checkout ({upstream} is absent)")
+    assert plan_facts(upstream) == plan_facts(MANIFESTS)
+
+
 def test_tier_predicate_style(tmp_path: Path) -> None:
     write(tmp_path, "keys.yaml", secret("alice", "x", tier="free") + "---\n" + secret("bob", "y", tier="premium"))
     write(tmp_path, "auth.yaml", TIER_AUTH)
-    plan = load_plan([tmp_path, REFERENCE / "maas-rate-limit-policy.yaml"])
+    plan = load_plan([tmp_path, MANIFESTS / "rate-limit-policy.yaml"])
     assert [l.name for l in plan.limits_for(plan.identity("alice"))] == ["free"]
     assert [l.name for l in plan.limits_for(plan.identity("bob"))] == ["premium"]
     assert plan.identity("bob").tier == "premium"
@@ -159,12 +178,11 @@ def test_pattern_matching_authorization(tmp_path: Path) -> None:
     assert (plan.identity("fay").allowed, plan.identity("gus").allowed) == (True, False)
 
 
-@needs_reference
 def test_several_rates_on_one_limit_and_token_limits(tmp_path: Path) -> None:
     write(tmp_path, "rlp.yaml", limit_policy("free-burst", "[{limit: 2, window: 10s}, {limit: 5, window: 1h30m}]"))
-    plan = load_plan([tmp_path, REFERENCE / "maas-token-limit-policy.yaml"])
-    assert plan.limits[0].rates == (Rate(2, 10.0), Rate(5, 5400.0))
-    assert [(l.name, l.kind, l.rates) for l in plan.limits[1:2]] == [("free-user-tokens", "tokens", (Rate(100, 60.0),))]
+    plan = load_plan([tmp_path, MANIFESTS / "token-limit-policy.yaml"])
+    assert plan.limits[0].rates == (Rate(plan.limits[0].name, 2, 10.0), Rate(plan.limits[0].name, 5, 5400.0))
+    assert [(l.name, l.kind, l.rates) for l in plan.limits[1:2]] == [("free-user-tokens", "tokens", (Rate("free-user-tokens", 100, 60.0),))]
 
 
 def test_unrelated_kinds_and_empty_documents_are_skipped(tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ def test_render_config_structure() -> None:
     assert "rule_files" not in config
 
 
+@pytest.mark.e2e
 def test_real_server_scrapes_target(metrics_target: str) -> None:
     prom = PrometheusServer(targets=[metrics_target])
     with prom:
@@ -95,6 +96,7 @@ def test_find_binary_not_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "apt-get" in str(err.value) and "PROMETHEUS_BIN" in str(err.value)
 
 
+@pytest.mark.e2e
 def test_start_on_busy_port_fails_cleanly() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
         busy.bind(("127.0.0.1", 0))
@@ -134,6 +136,7 @@ def test_render_config_gives_each_job_its_interval() -> None:
     ]
 
 
+@pytest.mark.e2e
 def test_another_server_answering_the_ready_url_is_not_taken_for_ours() -> None:
     other = ThreadingHTTPServer(("127.0.0.1", 0), AnswerEverything)
     thread = threading.Thread(target=other.serve_forever, daemon=True)

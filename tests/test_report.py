@@ -9,16 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from browser import chromium, rendered_dom
 from PIL import Image
+from test_checks_e2e import locust_run
+from test_plan import DEPLOY, ROOT
+from test_verify import A, L, record, series, snapshot
 
 from chargeback.plan import load_plan
 from chargeback.report import from_prometheus, from_run
 from chargeback.report_files import CSV_COLUMNS, write_all
-from browser import chromium, rendered_dom
 from sim.stack import LocalStack
-from test_checks_e2e import locust_run
-from test_plan import DEPLOY, ROOT
-from test_verify import A, L, record, series, snapshot
 
 SEED_COLUMNS = ["timestamp", "user", "group", "calls", "cost"]
 
@@ -63,6 +63,7 @@ def test_a_disagreement_is_flagged_and_the_source_said(tmp_path: Path) -> None:
     assert ledger_only.users[0].source == "ledger" and "ledger only" in ledger_only.source
 
 
+@pytest.mark.e2e
 def test_report_command_errors_are_one_line(tmp_path: Path) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "chargeback", "report", *args], cwd=ROOT, capture_output=True,
@@ -73,12 +74,7 @@ def test_report_command_errors_are_one_line(tmp_path: Path) -> None:
     assert cli(str(tmp_path), "--price", "free").stderr == "error: --price 'free': expected TIER=AMOUNT, e.g. free=0.001\n"
 
 
-@pytest.fixture(scope="module")
-def stack():
-    with LocalStack([str(DEPLOY)]) as running:
-        yield running
-
-
+@pytest.mark.e2e
 def test_range_report_from_prometheus_counts_through_a_restart(stack: LocalStack, tmp_path: Path) -> None:
     locust_run(stack, tmp_path / "first")
     locust_run(stack, tmp_path / "second")  # a fresh gateway: every counter restarted from zero
@@ -94,6 +90,7 @@ def test_range_report_from_prometheus_counts_through_a_restart(stack: LocalStack
     assert (rows["freeuser1"]["calls"], rows["freeuser1"]["limited"]) == ("4", "6")
 
 
+@pytest.mark.e2e
 def test_the_html_report_renders_in_headless_chromium_with_titled_plots(tmp_path: Path) -> None:
     html = write_all(from_run(str(seeded_record(tmp_path).path), {}, {}), tmp_path / "out")[2]
     shot = tmp_path / "report.png"

@@ -8,11 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_plan import DEPLOY, ROOT, secret, write
 
 from chargeback.plan import Price, load_plan
 from chargeback.rules import main_rules, render_rules
 from chargeback.schema import SCHEMAS
-from test_plan import DEPLOY, ROOT, secret, write
 
 RULES = ROOT / "deploy" / "prometheus"
 PROMTOOL = shutil.which("promtool")

@@ -5,11 +5,11 @@ import random
 from pathlib import Path
 
 import pytest
+from test_plan import DEPLOY, secret, write
 
 from chargeback.plan import load_plan
 from scenarios import INVALID_CLASS, MISSING, SCENARIOS, UNKNOWN, Scenario, Stream, scenario_named
-from test_plan import DEPLOY, secret, write
-from users.patterns import BackToBack, Bursty, Poisson, Steady
+from scenarios.patterns import BackToBack, Bursty, Poisson, Steady
 
 
 def test_seed_demo_names_the_seed_users_and_no_numbers_the_policy_owns() -> None:

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from test_plan import DEPLOY, limit_policy, write
+
 from chargeback.limits import compiled_limits, limit_identifier
 from chargeback.plan import load_plan
-from test_plan import DEPLOY, limit_policy, write
 
 USERID = 'descriptors[0]["auth.identity.userid"]'
 

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from test_gateway import BODY, SEED
+from test_plan import DEPLOY, secret, write
 
 from chargeback.prometheus import MetricsSourceError, PrometheusSource
 from chargeback.schema import SCHEMAS
 from sim.stack import LocalStack
-from test_gateway import BODY, SEED
-from test_plan import DEPLOY, secret, write
+
+pytestmark = pytest.mark.e2e
 
 
 def send(url: str, key: str | None) -> tuple[int, str, bytes]:

@@ -1,11 +1,19 @@
 """Pure pieces of the Locust users: request bodies, usage parsing, verdicts, class names, --policy lookup."""
 from __future__ import annotations
 
+import ast
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
-from chargeback.plan import DEFAULT_POLICY, policy_paths
-from scenarios import INVALID_CLASS, Stream, class_name
+import pytest
+from test_plan import ROOT
+
 from chargeback.ledger import MODEL_429, NO_ANSWER, NOT_CONNECTED
+from chargeback.plan import DEFAULT_POLICY
+from scenarios import INVALID_CLASS, Stream, class_name
 from users.wire import ledger_status, request_body, usage_of, verdict
 
 
@@ -48,7 +56,21 @@ def test_class_names() -> None:
     assert [class_name(t) for t in ("premium", "gold-plus", INVALID_CLASS)] == ["PremiumUser", "GoldPlusUser", "InvalidKeyUser"]
 
 
-def test_policy_paths() -> None:
-    assert policy_paths(["locust", "--policy", "a.yaml", "--policy=b"], {"CHARGEBACK_POLICY": "x"}) == ["a.yaml", "b"]
-    assert policy_paths(["locust"], {"CHARGEBACK_POLICY": "x:y"}) == ["x", "y"]
-    assert policy_paths(["locust"], {}) == [DEFAULT_POLICY]
+def policy_of(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> list[str]:
+    """The manifest paths Locust's own parser gives (in a child process: importing Locust patches the interpreter)."""
+    code = "import sys; from users.options import add_options, policy_of; from locust import events; " \
+           "events.init_command_line_parser.add_listener(add_options); print(repr(policy_of(sys.argv[1:])))"
+    environ = {k: v for k, v in os.environ.items() if k != "CHARGEBACK_POLICY"}
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True,
+                            timeout=60, env={**environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    assert result.returncode == 0, result.stderr
+    return ast.literal_eval(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.e2e
+def test_policy_is_read_from_locusts_own_options(tmp_path: Path) -> None:
+    assert policy_of("--policy", "a.yaml", "--policy=b", env={"CHARGEBACK_POLICY": "x"}) == ["a.yaml", "b"]
+    assert policy_of(env={"CHARGEBACK_POLICY": "[x, y]"}) == ["x", "y"]
+    assert policy_of(cwd=tmp_path) == [DEFAULT_POLICY]
+    (tmp_path / "locust.conf").write_text("policy = from-conf.yaml\n")
+    assert policy_of(cwd=tmp_path) == ["from-conf.yaml"]

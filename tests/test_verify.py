@@ -5,17 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_plan import DEPLOY, write
 
 from chargeback.counters import Snapshot, deduplicated, increases, per_user, walk
-from chargeback.expectations import Prior, Rate
+from chargeback.expectations import Prior
 from chargeback.ledger import AUTHORIZED, DECIDED, LIMITED, MAYBE, Ledger
-from chargeback.plan import load_plan
+from chargeback.plan import Rate, load_plan
 from chargeback.prior import _replay, from_counters
 from chargeback.reconcile import counted, foreign_range
 from chargeback.record import RunRecord
 from chargeback.schema import SCHEMAS, detect_schema
+from chargeback.summary import PlanSummary
 from chargeback.verify import VerifyError, verify
-from test_plan import DEPLOY, write
 
 NS = {"limitador_namespace": "llm/vllm-httproute"}
 A, L = "authorized_calls_with_user_and_group", "limited_calls_with_user_and_group"
@@ -35,7 +36,7 @@ def snapshot(*items: tuple[dict[str, str], float], at: float = 0.0) -> Snapshot:
 
 def record(tmp_path: Path, *events: tuple[str, str, int]) -> RunRecord:
     plan = load_plan([DEPLOY])
-    rec = RunRecord.start(tmp_path, {"scenario": "seed-demo", "plan": plan.describe()})
+    rec = RunRecord.start(tmp_path, {"scenario": "seed-demo"}, PlanSummary.of(plan))
     ledger = Ledger()
     for n, (user, tier, status) in enumerate(events):
         ledger.record(user, tier, 100.0 + n, 100.01 + n, status)
@@ -85,7 +86,7 @@ def test_verify_compares_server_increases_with_the_ledger(tmp_path: Path) -> Non
     assert free.bounds == {"free-user-requests (2 per 120 s)": (2, 1)}
     assert set(v.users) == {"freeuser1", "(missing key)"}  # premiumuser1's counter did not move
     assert v.users["(missing key)"].tier is None and v.group_fallback == []
-    counted_free, server_a, server_l = v.groups["free"]
+    _, counted_free, server_a, server_l = v.groups["free"]
     assert (counted_free.authorized, counted_free.limited, server_a, server_l) == ((2, 2), (3, 3), 2, 3)
 
 
@@ -94,7 +95,7 @@ def test_a_counter_shared_by_identities_leaves_the_model_undecided(tmp_path: Pat
         "        - expression: auth.identity.userid", "        - expression: auth.identity.groups")
     write(tmp_path, "rate-limit-policy.yaml", shared)
     plan = load_plan([DEPLOY / "api-keys.yaml", DEPLOY / "auth-policy.yaml", tmp_path / "rate-limit-policy.yaml"])
-    rec = RunRecord.start(tmp_path / "runs", {"scenario": "seed-demo", "plan": plan.describe()})
+    rec = RunRecord.start(tmp_path / "runs", {"scenario": "seed-demo"}, PlanSummary.of(plan))
     ledger = Ledger()
     ledger.record("freeuser1", "free", 100.0, 100.01, 200)
     rec.finish(ledger, complete=True)
@@ -111,8 +112,8 @@ def test_a_user_billed_under_another_group_is_seen_on_both_sides(tmp_path: Path)
     v = verify(rec, snapshot(), after, resets={})
     premium = v.users["premiumuser1"]
     assert (premium.billed, premium.allowed_groups, premium.group) == ({"free"}, {"premium"}, "free")
-    assert v.groups["free"][1:] == (4, 0) and v.groups["free"][0].authorized == (1, 1)
-    assert v.groups["premium"][1:] == (0, 0) and v.groups["premium"][0].authorized == (3, 3)
+    assert v.groups["free"][2:] == (4, 0) and v.groups["free"].counted.authorized == (1, 1)
+    assert v.groups["premium"][2:] == (0, 0) and v.groups["premium"].counted.authorized == (3, 3)
     split = snapshot(series(A, "premiumuser1", 2.0, group="premium"), series(L, "premiumuser1", 1.0, group="free"))
     assert verify(rec, snapshot(), split, resets={}).users["premiumuser1"].billed == {"premium", "free"}
 
@@ -123,7 +124,7 @@ def test_missing_group_label_falls_back_to_the_plans_tier(tmp_path: Path) -> Non
     assert v.schema == SCHEMAS["fork"]
     assert (v.users["premiumuser2"].group, v.users["premiumuser2"].billed, v.group_fallback) == (
         "premium", set(), ["premiumuser2"])
-    assert v.groups["premium"][1] == 1
+    assert v.groups["premium"].authorized == 1
 
 
 def test_series_of_other_routes_are_left_out_and_several_need_a_namespace(tmp_path: Path) -> None:

@@ -1,1 +1,2 @@
-"""Locust user classes for the tiers of a Plan, and their traffic patterns."""
+"""Locust's side of a run: the options and the Plan they name, the tier user classes, the run (slots, ledger sync,
+recorder) registered on the Environment, and the web UI tab."""

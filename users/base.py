@@ -11,7 +11,7 @@ from locust.exception import StopUser
 
 from chargeback.ledger import NO_ANSWER
 
-from .run import Run
+from .run import Run, run_of
 from .wire import JSON_HEADERS, ledger_status, request_body, usage_of, verdict
 
 
@@ -20,12 +20,12 @@ class TierUser(FastHttpUser):
 
     abstract = True
     tier: ClassVar[str] = ""
-    run_state: ClassVar[Run]
     network_timeout = 30.0
     connection_timeout = 10.0
 
     def on_start(self) -> None:
-        slot = self.run_state.claim(self.tier)
+        self.run_state: Run = run_of(self.environment)
+        slot = self.run_state.slots.claim(self.tier)
         if slot is None:
             raise StopUser()
         stream = slot.stream
@@ -52,7 +52,7 @@ class TierUser(FastHttpUser):
     def send(self) -> None:
         stream = self.slot.stream
         if stream.budget is not None and self.sent >= stream.budget:
-            self.run_state.slot_done(self.slot)
+            self.run_state.slots.finish(self.slot)
             raise StopUser()
         self.last_start = time.time()
         answered = False

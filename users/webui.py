@@ -28,7 +28,7 @@ def table_rows(run: Run) -> list[dict[str, Any]]:
     return rows
 
 
-def install(environment: Environment, run: Run) -> None:
+def register(environment: Environment, run: Run) -> None:
     """Add the tab, its data (inside /stats/requests, as Locust's UI expects) and the CSV route."""
     web_ui = environment.web_ui
     if web_ui is None:

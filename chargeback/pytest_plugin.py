@@ -1,0 +1,197 @@
+"""The checks as a pytest plugin (entry point `pytest11`): options, one gathering per session, the header, and
+fixtures for the built-in checks and a user's own.
+
+    pytest --run runs/latest                  # the built-in checks, from any folder
+    pytest my_checks/ --run runs/latest       # your own checks, with the same fixtures
+    pytest --run runs/latest --junitxml=verdict.xml
+
+Fixtures: `verification` (everything `chargeback.verify` put side by side), and one case per test: `user_case`
+(every user of the run), `plan_user_case` (every identity of the Plan in the run), `token_case` (users whose token
+counters can be compared), `limit_case` (a `LimitCase`: a user and one rate of a limit that applies to it) and
+`group_case` (a billed group's `GroupCount`). `expect(verdict)` turns a `chargeback.verdicts.Verdict` into a pass,
+a failure (title and table, no traceback) or a skip. Without `--run` the plugin stays out of the way: a test that
+asks for its fixtures is a usage error.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+
+from .ledger import LIMITER_TIMEOUT
+from .plan import Rate
+from .record import RecordError
+from .schema import SCHEMAS
+from .verdicts import FAILS, HOLDS, Verdict, clock
+from .verify import GroupCount, UserCheck, Verification, VerifyError, format_table, gather
+
+_VERIFICATION = pytest.StashKey[Verification]()
+CASES = ("user_case", "plan_user_case", "token_case", "limit_case", "group_case")
+NEEDS_RUN = "the checks need --run runs/<run-id> (or runs/latest)"
+
+
+@dataclass(frozen=True)
+class LimitCase:
+    """One user and one rate of a limit that applies to it."""
+
+    check: UserCheck
+    rate: Rate
+
+
+def builtin_checks() -> Path:
+    """The folder of the built-in checks (the `checks` package)."""
+    spec = find_spec("checks")
+    assert spec is not None and spec.submodule_search_locations, "the built-in checks are not installed"
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("chargeback", "chargeback: verify a load test's run record (the checks)")
+    group.addoption("--run", metavar="DIR", help="the run record to verify: runs/<run-id> or runs/latest; "
+                                                 "without test paths, the built-in checks run")
+    group.addoption("--prometheus-url", metavar="URL", help="Prometheus holding the gateway's counters")
+    group.addoption("--metrics-url", metavar="URL", help="a Limitador-style /metrics URL, when there is no Prometheus")
+    group.addoption("--schema", choices=sorted(SCHEMAS), help="metric names (default: detected)")
+    group.addoption("--job", metavar="NAME",
+                    help="Prometheus scrape job of the gateway's Limitador "
+                         "(default: the run's, else found by its series)")
+    group.addoption("--namespace", metavar="NS/ROUTE",
+                    help="limitador_namespace of the gateway's route (default: the run's, else found by the series)")
+    group.addoption("--partial", action="store_true", default=False,
+                    help="reconcile an incomplete run for what its record holds (the header says so)")
+    group.addoption("--limiter-timeout", type=float, default=LIMITER_TIMEOUT, metavar="SECONDS",
+                    help="a request without an answer but in flight longer than this was decided by the limiter "
+                         f"(the gateway's rate-limit timeout; default {LIMITER_TIMEOUT:g})")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With --run: gather once, before collection (a one-line `ERROR: ...` and a non-zero exit when it cannot be
+    done); without test paths, collect the built-in checks."""
+    run = config.getoption("--run", None)
+    if not run:
+        return
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        config.args = [str(builtin_checks())]
+    try:
+        config.stash[_VERIFICATION] = gather(
+            run, config.getoption("--prometheus-url"), config.getoption("--metrics-url"), config.getoption("--schema"),
+            config.getoption("--job"), config.getoption("--namespace"), config.getoption("--partial"),
+            config.getoption("--limiter-timeout"))
+    except (RecordError, VerifyError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def verification_of(config: pytest.Config) -> Verification:
+    if _VERIFICATION not in config.stash:
+        raise pytest.UsageError(NEEDS_RUN)
+    return config.stash[_VERIFICATION]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without --run, a test that asks for the plugin's fixtures is a usage error (one line, exit 4)."""
+    fixtures = {"verification", *CASES}
+    if _VERIFICATION not in config.stash and any(fixtures & set(getattr(i, "fixturenames", ())) for i in items):
+        raise pytest.UsageError(NEEDS_RUN)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """What is being verified, and from where."""
+    if _VERIFICATION not in config.stash:
+        return []
+    v = config.stash[_VERIFICATION]
+    meta = v.record.meta
+    lines = [f"chargeback: run {meta['run_id']} (scenario {meta['scenario']}), schema {v.schema.name}, "
+             f"counters from {v.after.source}" + (f", limitador_namespace {v.namespace}" if v.namespace else "")]
+    if v.partial:
+        lines.append(f"chargeback: PARTIAL: the run is {v.record.state} ({meta.get('reason')}); the counters read at "
+                     f"{clock(v.after.at)} are reconciled with what the ledger holds")
+    for source, users in sorted(v.priors.items()):
+        lines.append(f"chargeback: state before the run: {source} ({', '.join(users)})")
+    if v.group_fallback:
+        lines.append(f"chargeback: no group label for {', '.join(v.group_fallback)}: grouped by the Plan's tiers")
+    return lines
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One test per case of each case fixture the test asks for."""
+    asked = [name for name in CASES if name in metafunc.fixturenames]
+    if not asked or _VERIFICATION not in metafunc.config.stash:  # without --run: a usage error once collected
+        return
+    v = metafunc.config.stash[_VERIFICATION]
+    users = sorted(v.users.items())
+    params: dict[str, list] = {
+        "user_case": [u for u, _ in users],
+        "plan_user_case": [u for u, c in users if c.tier is not None] or [None],
+        "token_case": [u for u, c in users if c.server_tokens is not None] or [None],
+        "limit_case": [(u, i) for u, c in users for i in range(len(c.rates))],
+        "group_case": sorted(v.groups),
+    }
+    ids = {"limit_case": [f"{u}-{v.users[u].rates[i].limit_name}" for u, i in params["limit_case"]]}
+    for name in asked:
+        metafunc.parametrize(name, params[name], indirect=True, ids=ids.get(name))
+
+
+@pytest.fixture(scope="session")
+def verification(request: pytest.FixtureRequest) -> Verification:
+    """Everything the checks assert on: per user, the client's ledger, the server's increases, the window model."""
+    return verification_of(request.config)
+
+
+@pytest.fixture
+def user_case(request: pytest.FixtureRequest, verification: Verification) -> UserCheck:
+    """One user of the run (an identity of the Plan, or a stranger with series)."""
+    return verification.users[request.param]
+
+
+@pytest.fixture
+def plan_user_case(request: pytest.FixtureRequest, verification: Verification) -> UserCheck:
+    """One identity of the Plan that the run used."""
+    if request.param is None:
+        pytest.skip("cannot decide: no identity of the Plan in this run")
+    return verification.users[request.param]
+
+
+@pytest.fixture
+def token_case(request: pytest.FixtureRequest, verification: Verification) -> UserCheck:
+    """One user under a token limit whose token hits the metrics count."""
+    if request.param is None:
+        pytest.skip(f"no token counters to compare (no token limit applies, or the {verification.schema.name} "
+                    "schema has none)")
+    return verification.users[request.param]
+
+
+@pytest.fixture
+def limit_case(request: pytest.FixtureRequest, verification: Verification) -> LimitCase:
+    """One user and one rate of a request limit that applies to it."""
+    user, index = request.param
+    check = verification.users[user]
+    return LimitCase(check, check.rates[index])
+
+
+@pytest.fixture
+def group_case(request: pytest.FixtureRequest, verification: Verification) -> GroupCount:
+    """One group the server billed (or the client's tier of the users in it)."""
+    return verification.groups[request.param]
+
+
+def expect(verdict: Verdict) -> None:
+    """Pass, fail with the title and the table only (no traceback), or skip saying why."""
+    if verdict.state == HOLDS:
+        return
+    if verdict.state == FAILS:
+        pytest.fail(f"{verdict.title}\n{format_table(verdict.rows)}" if verdict.rows else verdict.title, pytrace=False)
+    pytest.skip(verdict.title)
+
+
+def run_checks(run: Path, *extra: str) -> int:
+    """The built-in checks on a run record in a child process (Locust's --check, the demo); pytest's exit code
+    (0 only if every check passed)."""
+    command = [sys.executable, "-m", "pytest", str(builtin_checks()), "--run", str(Path(run).resolve()), "-q",
+               "-p", "no:cacheprovider", "-p", "chargeback.pytest_plugin", *extra]
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}  # no other plugin is needed; loading them costs ~1 s
+    return subprocess.run(command, env=env, cwd=builtin_checks().parent).returncode

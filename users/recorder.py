@@ -1,0 +1,90 @@
+"""The run record, from the master's (or local runner's) side. Before any traffic: every URL must answer
+(preflight) and the counters' state is read. After the traffic: the ledger is written first, then the counters are
+snapshotted one scrape of the gateway's targets after the last answer, so nothing already seen is lost if that
+fails; the record ends complete, or incomplete with the reasons."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from chargeback.ledger import Ledger
+from chargeback.limitador import LimitadorError
+from chargeback.plan import Plan
+from chargeback.preflight import PreflightError, Sources, preflight
+from chargeback.prometheus import MetricsSourceError, PrometheusSource
+from chargeback.record import RunRecord
+from chargeback.summary import PlanSummary
+from chargeback.verify import fresh_snapshot
+from scenarios import Scenario
+
+from .sync import FINAL_REPORT_WAIT
+
+log = logging.getLogger("chargeback")
+
+
+class Refused(Exception):
+    """The run cannot start: a URL does not answer, or the counters cannot be read; one line."""
+
+
+class Recorder:
+    def __init__(self, plan: Plan, summary: PlanSummary):
+        self.plan = plan
+        self.summary = summary
+        self.sources = Sources(None, None, None)
+
+    def start(self, options: Any, host: str, scenario: Scenario, simulated_users: int, workers: int) -> RunRecord:
+        """Preflight, the counters' state before the run, and a record marked running; Refused if any fails."""
+        try:  # before any traffic: the spawn waits for this
+            self.sources = preflight(self.plan, host, options.prometheus_url, options.metrics_url, options.job,
+                                     options.limitador_url, options.namespace)
+            metrics, admin = self.sources.metrics, self.sources.limitador
+            before = fresh_snapshot(metrics, time.time()) if metrics else None
+            limitador = None if admin is None else {"status_before": admin.status(), "before": admin.counters()}
+        except (PreflightError, MetricsSourceError, LimitadorError) as exc:
+            raise Refused(str(exc)) from None
+        record = RunRecord.start(Path(options.runs_dir), {
+            "scenario": scenario.name, "scenario_description": scenario.description,
+            "gateway_url": host, "prometheus_url": options.prometheus_url,
+            "metrics_url": options.metrics_url, "limitador_url": options.limitador_url, "job": options.job,
+            "namespace": self.sources.namespace, "limitador": limitador,
+            "targets": [t.to_dict() for t in metrics.targets()] if isinstance(metrics, PrometheusSource) else None,
+            "workers": workers, "simulated_users": simulated_users,
+        }, self.summary, {"before": before} if before is not None else None)
+        log.info("run record: %s", record.path)
+        return record
+
+    def finish_bound(self) -> float:
+        """How long finishing may take: the workers' last deltas, then one scrape of the gateway's targets."""
+        metrics = self.sources.metrics
+        scrape = metrics.barrier_timeout() if isinstance(metrics, PrometheusSource) else 10.0
+        return FINAL_REPORT_WAIT + scrape + 10.0
+
+    def finish(self, record: RunRecord, ledger: Ledger, reasons: list[str], last_answer: float) -> None:
+        """Write the ledger; snapshot the counters one scrape after `last_answer`; write the record, complete
+        unless there are reasons (the run's, or the snapshot's)."""
+        record.checkpoint(ledger, "taking the counters' snapshot after the run")
+        reasons = reasons + self._after_snapshot(record, last_answer)
+        record.finish(ledger, complete=not reasons, reason="; ".join(reasons))
+        log.info("run record %s: %s %s", record.path, record.state, record.meta["reason"])
+
+    def _after_snapshot(self, record: RunRecord, last_answer: float) -> list[str]:
+        """Snapshot the counters one scrape after the last answer (and Limitador's status); what failed."""
+        metrics, admin = self.sources.metrics, self.sources.limitador
+        problems = []
+        before = record.snapshots.get("before")
+        if metrics is not None and before is not None:
+            try:
+                after = fresh_snapshot(metrics, last_answer)
+                after.resets = metrics.resets(before.at, after.at)
+                record.snapshots["after"] = after
+            except MetricsSourceError as exc:
+                log.error("no snapshot of the counters after the run: %s", exc)
+                problems.append(f"no snapshot of the counters after the run: {exc}")
+        if admin is not None and record.meta.get("limitador"):
+            try:
+                record.meta["limitador"]["status_after"] = admin.status()
+            except LimitadorError as exc:
+                problems.append(f"no status of Limitador after the run: {exc}")
+        return problems

@@ -1,0 +1,112 @@
+"""Scenario slots between processes: the master (or a local runner) hands out the slots; a worker claims one per
+simulated user by message, saying which Plan it loaded (its digest), so a worker with another Plan gets none."""
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+from gevent.event import AsyncResult
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+from scenarios import Slot
+
+log = logging.getLogger("chargeback")
+CLAIM_WAIT = 30.0  # seconds a worker waits for the master's answer to a claim
+
+
+class SlotBook:
+    """Who runs which slot, and which slots are done. `open` while the run hands out slots."""
+
+    def __init__(self, plan_digest: str, on_done: Callable[[], None],
+                 on_other_plan: Callable[[str, str], None]):
+        self.plan_digest = plan_digest
+        self.on_done = on_done  # a slot's budget was spent
+        self.on_other_plan = on_other_plan  # (worker, its digest): a worker loaded another Plan
+        self.environment: Environment | None = None
+        self.slots: list[Slot] = []
+        self.claimed: dict[int, str] = {}  # slot index -> the worker that runs it ("" locally)
+        self.done: set[int] = set()
+        self.open = False
+        self._requests = itertools.count()
+        self._pending: dict[int, AsyncResult] = {}
+
+    def register(self, environment: Environment) -> None:
+        self.environment = environment
+        runner = environment.runner
+        if isinstance(runner, WorkerRunner):
+            runner.register_message("chargeback_slot", self._on_slot)
+        elif isinstance(runner, MasterRunner):
+            runner.register_message("chargeback_claim", self._on_claim)
+            runner.register_message("chargeback_done", lambda msg, **_: self._mark_done(msg.data))
+
+    @property
+    def _worker(self) -> bool:
+        return self.environment is not None and isinstance(self.environment.runner, WorkerRunner)
+
+    def begin(self, slots: list[Slot]) -> None:
+        self.slots, self.claimed, self.done = slots, {}, set()
+
+    @property
+    def all_done(self) -> bool:
+        return len(self.done) == len(self.slots)
+
+    def accounts_of(self, workers: list[str]) -> list[str]:
+        """The identities the slots of these workers send as."""
+        return sorted({self.slots[i].account for i, worker in self.claimed.items() if worker in workers})
+
+    def claim(self, user_class: str) -> Slot | None:
+        """The next free slot of this user class (asked of the master from a worker); None once the run is over."""
+        if not self._worker:
+            return self._assign(user_class, "")
+        request = next(self._requests)
+        result = self._pending[request] = AsyncResult()
+        self.environment.runner.send_message("chargeback_claim", {"user_class": user_class, "request": request,
+                                                                  "plan": self.plan_digest})
+        try:
+            index = result.get(timeout=CLAIM_WAIT)
+        except gevent.Timeout:
+            log.error("the master did not assign a %s slot within %g s", user_class, CLAIM_WAIT)
+            return None
+        finally:
+            self._pending.pop(request, None)
+        return None if index is None else self.slots[index]
+
+    def finish(self, slot: Slot) -> None:
+        """A slot's budget is spent."""
+        if self._worker:
+            self.environment.runner.send_message("chargeback_done", slot.index)
+        else:
+            self._mark_done(slot.index)
+
+    def _assign(self, user_class: str, worker: str) -> Slot | None:
+        if not self.open:
+            return None
+        for slot in self.slots:
+            if slot.user_class == user_class and slot.index not in self.claimed:
+                self.claimed[slot.index] = worker
+                return slot
+        return None
+
+    def _mark_done(self, index: int) -> None:
+        self.done.add(index)
+        self.on_done()
+
+    def _on_claim(self, environment: Environment, msg: Any, **_: Any) -> None:
+        digest = msg.data.get("plan")
+        if digest != self.plan_digest:
+            self.on_other_plan(msg.node_id, str(digest))
+            slot = None
+        else:
+            slot = self._assign(msg.data["user_class"], msg.node_id)
+        environment.runner.send_message("chargeback_slot", {"request": msg.data["request"],
+                                                            "index": None if slot is None else slot.index},
+                                        client_id=msg.node_id)
+
+    def _on_slot(self, environment: Environment, msg: Any, **_: Any) -> None:
+        pending = self._pending.get(msg.data["request"])
+        if pending is not None:
+            pending.set(msg.data["index"])
