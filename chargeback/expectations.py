@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import product
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .ledger import ANY_SENDER, AUTHORIZED, LIMITED, MAYBE
 from .plan import Rate
@@ -63,6 +63,16 @@ class Prior:
         """Any window may be open, with any count, opened within one window length before `at`."""
         choices = [(None, (at - r.window, at, 0, r.limit)) for r in rates]
         return cls(tuple(product(*choices)), at, f"unknown ({why}): windows may be open", exact=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, kept in the run record."""
+        return {"states": [[list(w) if w else None for w in state] for state in self.states], "at": self.at,
+                "source": self.source, "exact": self.exact}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Prior:
+        states = tuple(tuple(tuple(w) if w else None for w in state) for state in data["states"])
+        return cls(states, data["at"], data["source"], data["exact"])
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 says. Built from a run record and a metrics source; the checks in `checks/` assert on it."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -26,6 +27,7 @@ from .prometheus import MetricsSourceError, PrometheusSource, Target
 from .reconcile import Counted, counted, foreign_range
 from .record import COMPLETE, RunRecord
 from .schema import DEFAULT_SCHEMA, MetricSchema, candidate_metrics, detect_schema, schema_named
+from .summary import PlanSummary
 
 
 class VerifyError(ValueError):
@@ -121,7 +123,8 @@ class Verification:
         return found
 
 
-def _schema(before: Snapshot, after: Snapshot, forced: str | None, reached_limiter: int) -> MetricSchema:
+def schema_of(before: Snapshot, after: Snapshot, forced: str | None, reached_limiter: int) -> MetricSchema:
+    """The schema named, else the one the snapshots' series fit; the default when nothing reached the limiter."""
     if forced:
         return schema_named(forced)
     labels: dict[str, set[str]] = {}
@@ -160,7 +163,7 @@ def verify(record: RunRecord, before: Snapshot, after: Snapshot, resets: dict[st
     plan = record.plan
     identities = {i.user: i for i in plan.identities}
     reached = sum(a.authorized + a.limited for a in record.ledger.accounts.values())
-    schema = _schema(before, after, schema_name, reached)
+    schema = schema_of(before, after, schema_name, reached)
     namespace = _namespace(after, schema, set(identities), namespace)
     names = {"authorized": schema.authorized, "limited": schema.limited}
     if schema.token_hits:
@@ -267,20 +270,30 @@ def _after(record: RunRecord, source: MetricsSource, partial: bool) -> Snapshot:
     return snapshot
 
 
+def history_priors(plan: PlanSummary, users: Iterable[str], source: PrometheusSource, schema: MetricSchema,
+                   namespace: str | None, at: float) -> dict[str, Prior]:
+    """Each user's state at `at` from its counters' history in Prometheus (MetricsSourceError if unreadable)."""
+    return from_history(source, schema.authorized, namespace, {u: plan.rates_of(u)[0] for u in users}, at)
+
+
 def _priors(record: RunRecord, source: MetricsSource | None, schema: MetricSchema,
             namespace: str | None) -> dict[str, Prior]:
     """Each user's state before the run: from Limitador's /counters read by the run, else from the counters'
-    history in Prometheus; users left out start unknown."""
+    history in Prometheus as the run read it when it started (kept in the record), else as Prometheus still holds
+    it; users left out start unknown."""
     plan = record.plan
-    rates = {i.user: plan.rates_of(i.user)[0] for i in plan.identities if i.user in record.ledger.accounts}
+    users = [i.user for i in plan.identities if i.user in record.ledger.accounts]
     reading = (record.meta.get("limitador") or {}).get("before")
     if reading is not None:
         sources = {l.name: list(l.counters) for l in plan.limits}
-        values = {i.user: i.counter_values for i in plan.identities}
-        return {user: from_counters(reading, r, sources, values[user]) for user, r in rates.items()}
+        return {user: from_counters(reading, plan.rates_of(user)[0], sources, plan.identity(user).counter_values)
+                for user in users}
+    kept = record.meta.get("prior")
+    if kept is not None:
+        return {user: Prior.from_dict(kept[user]) for user in users if user in kept}
     if isinstance(source, PrometheusSource):
         try:
-            return from_history(source, schema.authorized, namespace, rates, record.meta["started"])
+            return history_priors(plan, users, source, schema, namespace, record.meta["started"])
         except MetricsSourceError:
             return {}
     return {}
@@ -351,7 +364,7 @@ def gather(run: str | Path, prometheus_url: str | None = None, metrics_url: str 
         resets = after.resets if "after" in snapshots else source.resets(before.at, after.at)  # type: ignore
         resets = _restarts(record, resets)
         reached = sum(a.authorized + a.limited for a in record.ledger.accounts.values())
-        found = _schema(before, after, schema, reached)
+        found = schema_of(before, after, schema, reached)
         priors = _priors(record, source, found, namespace or meta.get("namespace"))
         v = verify(record, before, after, resets, found.name, namespace or meta.get("namespace"), priors,
                    limiter_timeout, partial or record.state != COMPLETE)

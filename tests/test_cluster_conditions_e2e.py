@@ -90,6 +90,23 @@ def test_another_client_on_the_keys_before_the_run(stack: LocalStack, tmp_path: 
                      failed["test_answers_follow_the_policy[freeuser1]"])
 
 
+def test_the_state_before_the_run_is_kept_so_a_check_after_prometheus_is_gone_gives_the_same_verdict(
+        tmp_path: Path) -> None:
+    with LocalStack([str(DEPLOY)]) as gone:
+        assert [curl(gone, "freeuser1_key") for _ in range(2)] == [200, 200]  # the free window is full now
+        honest = run(gone, tmp_path / "honest")
+        gone.restart_gateway(["forget-after:2"])
+        assert [curl(gone, "freeuser1_key") for _ in range(2)] == [200, 200]
+        forgetful = run(gone, tmp_path / "forgetful")
+    kept = RunRecord.load(forgetful).meta["prior"]["freeuser1"]
+    assert (kept["source"], kept["exact"]) == ("the counters' history in Prometheus before the run", True)
+    assert "state before the run: the counters' history in Prometheus before the run" in passed(honest, tmp_path)
+    code, outcomes, output = checks(forgetful, tmp_path)
+    assert (code, set(failures(outcomes))) == (1, {"test_policy_limit_held[freeuser1-free-user-requests]",
+                                                   "test_answers_follow_the_policy[freeuser1]",
+                                                   "test_counts_match_the_window_model[freeuser1]"}), output[-3000:]
+
+
 def test_a_gateway_that_fails_open_fails_the_limit_and_the_count(stack: LocalStack, tmp_path: Path) -> None:
     stack.restart_gateway(["fail-open:freeuser1"])
     code, outcomes, output = checks(run(stack, tmp_path), tmp_path)

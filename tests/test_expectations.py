@@ -2,6 +2,8 @@
 answer checked against the possible worlds; the most a limit lets through; the state before the run."""
 from __future__ import annotations
 
+import json
+
 from chargeback.expectations import Prior, Request, explain, most_authorized, predict, under_token_limits
 from chargeback.ledger import AUTHORIZED as A
 from chargeback.ledger import DECIDED as D
@@ -134,3 +136,10 @@ def test_most_authorized_counts_the_room_left_and_every_window_the_timeline_coul
     assert most_authorized(sequential([0, 1, 2, 70]), FREE, 0, half_full) == (3, 2)
     unknown = Prior.unknown([FREE], 0.0, "no reading")
     assert most_authorized(sequential([0, 1, 2]), FREE, 0, unknown) == (4, 2)
+
+
+def test_a_prior_reads_back_from_its_json_form() -> None:
+    known = Prior(((None, (90.0, 95.5, 1, 2)), ((10.0, 11.0, 2, 2), None)), 100.0, "history", True)
+    unknown = Prior.unknown([FREE], 100.0, "no state read")
+    for prior in (known, unknown, Prior.fresh([FREE, FREE], 5.0)):
+        assert Prior.from_dict(json.loads(json.dumps(prior.to_dict()))) == prior

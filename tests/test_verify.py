@@ -16,7 +16,7 @@ from chargeback.reconcile import counted, foreign_range
 from chargeback.record import RunRecord
 from chargeback.schema import SCHEMAS, detect_schema
 from chargeback.summary import PlanSummary
-from chargeback.verify import VerifyError, verify
+from chargeback.verify import VerifyError, gather, verify
 
 NS = {"limitador_namespace": "llm/vllm-httproute"}
 A, L = "authorized_calls_with_user_and_group", "limited_calls_with_user_and_group"
@@ -216,3 +216,16 @@ def test_the_state_before_the_run_from_the_counters_history() -> None:
     assert _replay([FREE], scrapes, {key: restarted}, 130.5).states == (((124.0, 125.0, 1, 1),),)
     # no scrape before the run at all
     assert not _replay([FREE], {target: []}, {}, 130.5).exact
+
+
+def test_the_state_before_the_run_kept_in_the_record_is_used_without_prometheus(tmp_path: Path) -> None:
+    kept = Prior((((30.0, 31.0, 2, 2),),), 100.0, "the counters' history in Prometheus before the run")
+    rec = RunRecord.start(tmp_path, {"scenario": "seed-demo", "prior": {"freeuser1": kept.to_dict()}},
+                          PlanSummary.of(load_plan([DEPLOY])),
+                          {"before": snapshot(at=90.0), "after": snapshot(series(L, "freeuser1", 1.0), at=200.0)})
+    ledger = Ledger()
+    ledger.record("freeuser1", "free", 100.0, 100.01, 429)
+    rec.finish(ledger, complete=True)
+    free = gather(rec.path).users["freeuser1"]
+    assert free.prior == kept and free.explanation is not None and free.explanation.consistent is True
+    assert free.prediction is not None and (free.prediction.authorized, free.prediction.limited) == ((0, 0), (1, 1))

@@ -1,7 +1,8 @@
 """The run record, from the master's (or local runner's) side. Before any traffic: every URL must answer
-(preflight) and the counters' state is read. After the traffic: the ledger is written first, then the counters are
-snapshotted one scrape of the gateway's targets after the last answer, so nothing already seen is lost if that
-fails; the record ends complete, or incomplete with the reasons."""
+(preflight) and the counters' state is read (Limitador's /counters, else their history in Prometheus, kept in the
+record so that a later check does not depend on Prometheus still holding it). After the traffic: the ledger is
+written first, then the counters are snapshotted one scrape of the gateway's targets after the last answer, so
+nothing already seen is lost if that fails; the record ends complete, or incomplete with the reasons."""
 from __future__ import annotations
 
 import logging
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from chargeback.counters import Snapshot
 from chargeback.ledger import Ledger
 from chargeback.limitador import LimitadorError
 from chargeback.plan import Plan
@@ -16,7 +18,7 @@ from chargeback.preflight import PreflightError, Sources, preflight
 from chargeback.prometheus import MetricsSourceError, PrometheusSource
 from chargeback.record import RunRecord
 from chargeback.summary import PlanSummary
-from chargeback.verify import fresh_snapshot
+from chargeback.verify import fresh_snapshot, history_priors, schema_of
 from scenarios import Scenario
 
 from .sync import FINAL_REPORT_WAIT
@@ -52,8 +54,23 @@ class Recorder:
             "targets": [t.to_dict() for t in metrics.targets()] if isinstance(metrics, PrometheusSource) else None,
             "workers": workers, "simulated_users": simulated_users,
         }, self.summary, {"before": before} if before is not None else None)
+        if limitador is None and isinstance(metrics, PrometheusSource) and before is not None:
+            self._keep_history_prior(record, metrics, before)
         log.info("run record: %s", record.path)
         return record
+
+    def _keep_history_prior(self, record: RunRecord, source: PrometheusSource, before: Snapshot) -> None:
+        """Each valid identity's state at the run's start from its counters' history, into the record."""
+        schema = schema_of(before, before, None, 0)
+        users = [i.user for i in self.summary.identities if i.valid]
+        try:
+            priors = history_priors(self.summary, users, source, schema, self.sources.namespace,
+                                    record.meta["started"])
+        except MetricsSourceError as exc:  # the checks read it later, if Prometheus can tell then
+            log.warning("the counters' history before the run could not be read: %s", exc)
+            return
+        record.meta["prior"] = {user: prior.to_dict() for user, prior in priors.items()}
+        record.save()
 
     def finish_bound(self) -> float:
         """How long finishing may take: the workers' last deltas, then one scrape of the gateway's targets."""
