@@ -2,8 +2,8 @@
 
     locust -f bench/locust_tiers.py --headless -H URL --scenario bench-max-rate --runs-dir DIR
 
-The scenario is added to scenarios.SCENARIOS here (not in product code) when Locust imports this file, before it
-parses options, so `--scenario` accepts it. It runs CONNECTIONS simulated users spread evenly over the Plan's
+The scenario is added to scenarios.SCENARIOS here (not in product code) before the locustfile is imported (it
+parses the options then), so `--scenario` accepts it. It runs CONNECTIONS simulated users spread evenly over the Plan's
 identities, back to back, without a budget, for $LEDGER_BENCH_SECONDS seconds (default 5); each posts the
 request bench/gateway_speed.py sends (its model, prompt and max_tokens), with its own identity's key.
 """
@@ -22,10 +22,11 @@ if REPO_ROOT not in sys.path:
 from gateway_speed import BODY, CONNECTIONS  # noqa: E402
 from ledger_overhead import SCENARIO, SECONDS_ENV  # noqa: E402
 
-from locustfile import *  # noqa: E402,F401,F403  (the tier user classes and ScenarioShape, for Locust to find here)
-from locustfile import PLAN  # noqa: E402
+from chargeback.plan import DEFAULT_POLICY, load_plan  # noqa: E402
 from scenarios import SCENARIOS, Scenario, Stream  # noqa: E402
 from scenarios.patterns import BackToBack  # noqa: E402
+
+PLAN = load_plan([DEFAULT_POLICY])  # the default manifests, as the locustfile reads them without --policy
 
 
 def max_rate_scenario(users: int, seconds: float) -> Scenario:
@@ -44,3 +45,6 @@ def max_rate_scenario(users: int, seconds: float) -> Scenario:
 
 
 SCENARIOS[SCENARIO] = max_rate_scenario(CONNECTIONS, float(os.environ.get(SECONDS_ENV, "5")))
+
+# After the scenario is registered: the locustfile reads the options (and --scenario's choices) when imported.
+from locustfile import *  # noqa: E402,F401,F403  (the tier user classes and ScenarioShape, for Locust to find here)
