@@ -191,7 +191,8 @@ def expect(verdict: Verdict) -> None:
 def run_checks(run: Path, *extra: str) -> int:
     """The built-in checks on a run record in a child process (Locust's --check, the demo); pytest's exit code
     (0 only if every check passed)."""
-    command = [sys.executable, "-m", "pytest", str(builtin_checks()), "--run", str(Path(run).resolve()), "-q",
+    checks = builtin_checks()
+    command = [sys.executable, "-m", "pytest", str(checks), "--run", str(Path(run).resolve()), "-q",
                "-p", "no:cacheprovider", "-p", "chargeback.pytest_plugin", *extra]
     env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}  # no other plugin is needed; loading them costs ~1 s
-    return subprocess.run(command, env=env, cwd=builtin_checks().parent).returncode
+    return subprocess.run(command, env=env, cwd=checks.parent).returncode

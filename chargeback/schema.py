@@ -57,7 +57,7 @@ SCHEMAS: Mapping[str, MetricSchema] = MappingProxyType(_REGISTRY)  # name -> sch
 
 
 def register_schema(schema: MetricSchema) -> MetricSchema:
-    """Add `schema` to the registry (detection, `schema_named`, `schemas()`, `candidate_metrics()`); returns it."""
+    """Add `schema` to the registry (detection, `schema_named`, `SCHEMAS`, `candidate_metrics()`); returns it."""
     if schema.name in _REGISTRY:
         raise ValueError(f"metric schema {schema.name!r} is already registered")
     if not schema.name or not schema.authorized or not schema.limited or schema.token_hits == "":
@@ -71,11 +71,6 @@ def unregister_schema(name: str) -> MetricSchema:
     schema = schema_named(name)
     del _REGISTRY[name]
     return schema
-
-
-def schemas() -> tuple[MetricSchema, ...]:
-    """The registered schemas, in registration order."""
-    return tuple(_REGISTRY.values())
 
 
 def schema_named(name: str) -> MetricSchema:

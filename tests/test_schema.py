@@ -15,7 +15,6 @@ from chargeback.schema import (
     detection_order,
     register_schema,
     schema_named,
-    schemas,
 )
 
 SEED_A, SEED_L = "authorized_calls_with_user_and_group", "limited_calls_with_user_and_group"
@@ -35,7 +34,7 @@ def registry() -> Iterator[None]:
 
 
 def test_the_built_ins_are_registered_and_the_default_is_one_of_them() -> None:
-    assert [s.name for s in schemas()] == ["seed", "fork", "telemetry"]
+    assert [s.name for s in SCHEMAS.values()] == ["seed", "fork", "telemetry"]
     assert schema_named(DEFAULT_SCHEMA) is SCHEMAS["seed"]
     assert [s.name for s in detection_order()] == ["seed", "fork", "telemetry"]
     assert candidate_metrics() == (SEED_A, SEED_L, "authorized_calls", "limited_calls", "authorized_token_hits",
@@ -43,7 +42,7 @@ def test_the_built_ins_are_registered_and_the_default_is_one_of_them() -> None:
 
 
 def test_the_built_ins_carry_their_label_facts() -> None:
-    facts = {s.name: (s.labels_group, s.model_label, s.telemetry_labels) for s in schemas()}
+    facts = {s.name: (s.labels_group, s.model_label, s.telemetry_labels) for s in SCHEMAS.values()}
     assert facts == {"seed": (True, False, False), "fork": (False, True, False), "telemetry": (True, False, True)}
 
 
@@ -75,7 +74,7 @@ def test_no_schema_fits_series_without_an_authorized_or_limited_counter(series: 
 @pytest.mark.usefixtures("registry")
 def test_a_registered_schema_is_served_detected_and_listed() -> None:
     assert register_schema(MINE) is MINE
-    assert schema_named("mine") is MINE and SCHEMAS["mine"] is MINE and schemas()[-1] is MINE
+    assert schema_named("mine") is MINE and SCHEMAS["mine"] is MINE and list(SCHEMAS.values())[-1] is MINE
     assert detect_schema({"my_authorized_calls": {"user", "tenant"}, "my_token_hits": {"user"}}) is MINE
     assert detect_schema({"my_limited_calls": {"user"}}) is MINE
     assert detect_schema({SEED_A: {"user", "group"}}) is SCHEMAS["seed"]  # the built-ins still detected
@@ -118,4 +117,4 @@ def test_the_registry_is_read_only_from_outside_and_names_its_schemas_on_a_miss(
 
 
 def test_the_fixture_restored_the_registry() -> None:
-    assert [s.name for s in schemas()] == ["seed", "fork", "telemetry"]
+    assert [s.name for s in SCHEMAS.values()] == ["seed", "fork", "telemetry"]
