@@ -37,14 +37,14 @@ def max_rate_scenario(users: int, seconds: float) -> Scenario:
         return Stream(pattern=BackToBack(), model=request["model"], prompt=request["prompt"],
                       max_tokens=request["max_tokens"], **who)
 
-    identities = [slot.account for slot in Scenario(SCENARIO, "", (stream(tiers=("*",)),)).slots(PLAN)]
+    identities = [slot.account for slot in Scenario(SCENARIO, "", (stream(tiers=("every-tier",)),)).slots(PLAN)]
     per_identity, rest = divmod(users, len(identities))
-    streams = (stream(tiers=("*",), per_identity=per_identity), stream(users=tuple(identities[:rest])))
+    streams = (stream(tiers=("every-tier",), per_identity=per_identity), stream(users=tuple(identities[:rest])))
     return Scenario(SCENARIO, f"bench only: {users} users back to back over {len(identities)} identities, "
                               f"no budget, for {seconds:g} s", streams, duration=seconds)
 
 
 SCENARIOS[SCENARIO] = max_rate_scenario(CONNECTIONS, float(os.environ.get(SECONDS_ENV, "5")))
 
-# After the scenario is registered: the locustfile reads the options (and --scenario's choices) when imported.
-from locustfile import *  # noqa: E402,F401,F403  (the tier user classes and ScenarioShape, for Locust to find here)
+# After the scenario is registered: the suite reads the options (and --scenario) when imported.
+from users.entry import *  # noqa: E402,F401,F403  (the tier user classes, for Locust to find here)

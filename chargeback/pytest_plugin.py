@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -188,11 +190,53 @@ def expect(verdict: Verdict) -> None:
     pytest.skip(verdict.title)
 
 
-def run_checks(run: Path, *extra: str) -> int:
-    """The built-in checks on a run record in a child process (Locust's --check, the demo); pytest's exit code
-    (0 only if every check passed)."""
+def _checks_command(run: Path, *extra: str) -> tuple[list[str], dict[str, str], Path]:
+    """The command, environment and folder that run the built-in checks on a run record."""
     checks = builtin_checks()
     command = [sys.executable, "-m", "pytest", str(checks), "--run", str(Path(run).resolve()), "-q",
                "-p", "no:cacheprovider", "-p", "chargeback.pytest_plugin", *extra]
     env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}  # no other plugin is needed; loading them costs ~1 s
-    return subprocess.run(command, env=env, cwd=checks.parent).returncode
+    return command, env, checks.parent
+
+
+def run_checks(run: Path, *extra: str) -> int:
+    """The built-in checks on a run record in a child process (Locust's --check, the demo); pytest's exit code
+    (0 only if every check passed)."""
+    command, env, cwd = _checks_command(run, *extra)
+    return subprocess.run(command, env=env, cwd=cwd).returncode
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's result, as pytest's JUnit XML report gives it."""
+
+    module: str  # the check's file as a module (JUnit's classname), e.g. checks.test_limits
+    name: str  # the test and its case, e.g. test_policy_limit_held[freeuser1-free-user-requests]
+    outcome: str  # passed, failed, skipped (cannot decide) or error
+    message: str  # a failure's title and table, a skip's reason, an error's summary; "" when passed
+
+
+JUNIT_OUTCOMES = {"failure": "failed", "error": "error", "skipped": "skipped"}  # a test case's child -> outcome
+
+
+def parse_junit(text: str) -> list[CheckResult]:
+    """Each test case of a JUnit XML report, in order."""
+    results = []
+    for case in ElementTree.fromstring(text).iter("testcase"):
+        found = next((child for child in case if child.tag in JUNIT_OUTCOMES), None)
+        outcome = "passed" if found is None else JUNIT_OUTCOMES[found.tag]
+        message = "" if found is None else found.get("message", "").removeprefix("Failed: ")  # pytest.fail's prefix
+        results.append(CheckResult(case.get("classname", ""), case.get("name", ""), outcome, message))
+    return results
+
+
+def check_results(run: Path, *extra: str, timeout: float | None = None) -> tuple[int, list[CheckResult], str]:
+    """Like run_checks, with each check's result: pytest's exit code, the results, and pytest's output (where a
+    usage error's one line is). A TimeoutExpired after `timeout` seconds."""
+    command, env, cwd = _checks_command(run, *extra)
+    with tempfile.TemporaryDirectory(prefix="checks-") as tmp:
+        report = Path(tmp) / "checks.xml"
+        done = subprocess.run([*command, f"--junitxml={report}"], env=env, cwd=cwd, capture_output=True, text=True,
+                              timeout=timeout)
+        results = parse_junit(report.read_text()) if report.exists() else []
+    return done.returncode, results, done.stdout + done.stderr

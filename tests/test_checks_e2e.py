@@ -170,7 +170,8 @@ def test_prometheus_given_only_to_the_checks_reads_history(stack: LocalStack, tm
 def test_the_gateways_metrics_url_is_a_source_without_prometheus(stack: LocalStack, tmp_path: Path) -> None:
     stack.restart_gateway()
     metrics = f"{stack.gateway_url}/metrics"
-    result = subprocess.run(locust_args(stack.gateway_url, tmp_path, [DEPLOY], "--headless", "--metrics-url", metrics),
+    result = subprocess.run(locust_args(stack.gateway_url, tmp_path, [DEPLOY], "--headless", "--scenario", "seed-demo",
+                                        "--metrics-url", metrics),
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     code, outcomes, output = checks(tmp_path / "latest", tmp_path)
@@ -178,17 +179,12 @@ def test_the_gateways_metrics_url_is_a_source_without_prometheus(stack: LocalSta
 
 
 def test_streamed_chat_completions_are_accounted_from_the_last_sse_frame(stack: LocalStack, tmp_path: Path) -> None:
-    stack.restart_gateway()
-    args = locust_args(stack.gateway_url, tmp_path, [DEPLOY], "--headless", "--scenario", "chat-streaming",
-                       "--prometheus-url", stack.prometheus_url)
-    args[args.index("-f") + 1] = str(ROOT / "tests" / "locust_streaming.py")
-    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    code, outcomes, output = checks(tmp_path / "latest", tmp_path)
+    run = locust_run(stack, tmp_path, scenario="chat-stream")
+    code, outcomes, output = checks(run, tmp_path)
     assert (code, failures(outcomes)) == (0, {}), output[-3000:]
-    accounts = RunRecord.load(tmp_path / "latest").ledger.accounts
-    assert {u: (a.authorized, a.prompt_tokens, a.total_tokens) for u, a in accounts.items()} == {
-        "premiumuser1": (3, 6, 21), "premiumuser2": (3, 6, 21)}
+    accounts = RunRecord.load(run).ledger.accounts
+    assert {u: (a.authorized, a.limited, a.prompt_tokens, a.total_tokens) for u, a in accounts.items()} == {
+        "freeuser1": (2, 2, 10, 58), "premiumuser1": (4, 0, 20, 116), "enterpriseuser1": (4, 0, 20, 116)}
 
 
 def test_duplicate_series_from_two_scrape_jobs_are_counted_once(tmp_path: Path) -> None:

@@ -220,7 +220,7 @@ def test_a_slow_scrape_or_another_slow_target_still_completes_the_run(interval: 
 
 
 def killed_mid_run(stack: LocalStack, runs: Path, kill: Callable[[], None]) -> tuple[RunRecord, int, str]:
-    """realistic-hours (48 requests over ~25 s) with `kill` done 3 s into it: the record, Locust's exit code and
+    """realistic-hours (63 requests over ~25 s) with `kill` done 3 s into it: the record, Locust's exit code and
     standard error."""
     args = locust_args(stack.gateway_url, runs, [DEPLOY], "--headless", "--scenario", "realistic-hours",
                        "--prometheus-url", stack.prometheus_url)
@@ -245,13 +245,14 @@ def test_a_gateway_killed_mid_run_loses_nothing(tmp_path: Path) -> None:
     assert record.state == INCOMPLETE and "was down at its first scrape after the moment that mattered" in \
         record.meta["reason"]
     accounts = record.ledger.accounts
-    assert sum(a.sent for a in accounts.values()) == 2 * 15 + 2 * 9  # every request of every budget is in the ledger
+    assert sum(a.sent for a in accounts.values()) == 3 * 15 + 2 * 9  # every request of every budget is in the ledger
     refused = sum(a.statuses().count(NOT_CONNECTED) for a in accounts.values())
-    assert 0 < refused < 48
+    assert 0 < refused < 63
     assert "chargeback: PARTIAL: the run is incomplete" in output
     assert (code, failures(outcomes)) == (0, {}), output[-3000:]
     assert {n for n, m in outcomes.items() if n.startswith("test_counts_match_the_window_model")} == {
-        f"test_counts_match_the_window_model[{u}]" for u in ("freeuser1", "freeuser2", "premiumuser1", "premiumuser2")}
+        f"test_counts_match_the_window_model[{u}]"
+        for u in ("freeuser1", "freeuser2", "premiumuser1", "premiumuser2", "enterpriseuser1")}
 
 
 def test_prometheus_killed_mid_run_loses_nothing(tmp_path: Path) -> None:
@@ -263,15 +264,16 @@ def test_prometheus_killed_mid_run_loses_nothing(tmp_path: Path) -> None:
         rf"no snapshot of the counters after the run: Prometheus at {blind.prometheus_url}: cannot query "
         r"'up\{job=\"limitador\"\}\[\d+ms\]': ConnectionError", record.meta["reason"]), record.meta["reason"]
     accounts = record.ledger.accounts
-    assert sum(a.sent for a in accounts.values()) == 2 * 15 + 2 * 9
+    assert sum(a.sent for a in accounts.values()) == 3 * 15 + 2 * 9
     assert {u: (a.authorized, a.limited) for u, a in accounts.items()} == {
-        "premiumuser1": (10, 5), "premiumuser2": (10, 5), "freeuser1": (2, 7), "freeuser2": (2, 7)}
+        "premiumuser1": (10, 5), "premiumuser2": (10, 5), "enterpriseuser1": (15, 0), "freeuser1": (2, 7),
+        "freeuser2": (2, 7)}
     assert "before" in record.snapshots and "after" not in record.snapshots
 
 
 def test_urls_that_do_not_answer_stop_the_run_before_any_request(stack: LocalStack, tmp_path: Path) -> None:
     def refused(gateway: str, *extra: str) -> str:
-        args = locust_args(gateway, tmp_path / "runs", [DEPLOY], "--headless", *extra)
+        args = locust_args(gateway, tmp_path / "runs", [DEPLOY], "--headless", "--scenario", "seed-demo", *extra)
         result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert result.returncode == 2 and not (tmp_path / "runs" / "latest").exists(), result.stderr[-2000:]
         return result.stderr.strip().splitlines()[-1]

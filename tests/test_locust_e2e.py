@@ -84,7 +84,8 @@ def test_each_scenario_ledger_equals_the_gateways_counters(scenario: str, polici
         assert server == {"premiumuser1": (8, 0), "freeuser1": (2, 3), "premiumuser2": (6, 0)}
         assert accounts["premiumuser1"].total_tokens == 8 * (2 + 20)
     elif scenario == "realistic-hours":  # three rounds inside one 2-minute window
-        assert server == {"premiumuser1": (10, 5), "premiumuser2": (10, 5), "freeuser1": (2, 7), "freeuser2": (2, 7)}
+        assert server == {"premiumuser1": (10, 5), "premiumuser2": (10, 5), "enterpriseuser1": (15, 0),
+                          "freeuser1": (2, 7), "freeuser2": (2, 7)}
         assert record.ledger.accounts["premiumuser1"].last - record.ledger.accounts["premiumuser1"].first > 20
     elif scenario == "saturation":
         plan_tiers = {a.user: a.tier for a in accounts.values()}
@@ -165,7 +166,7 @@ def test_web_ui_tab_shows_the_live_table_and_starts_the_picked_scenario(policies
             locust.communicate(timeout=30)
     assert (record.meta["scenario"], record.meta["gateway_url"], record.state) == (
         "realistic-hours", stack.gateway_url, INCOMPLETE)
-    assert record.meta["reason"].startswith("stopped before the scenario finished: 0 of 4 simulated users done")
+    assert record.meta["reason"].startswith("stopped before the scenario finished: 0 of 5 simulated users done")
     assert record.ledger.accounts["premiumuser1"].sent >= 2
 
 
@@ -184,7 +185,7 @@ def test_ctrl_c_leaves_a_readable_incomplete_record(policies: list[Path], tmp_pa
         _, err = locust.communicate(timeout=60)
     record = RunRecord.load(runs / "latest")
     assert (record.state, locust.returncode) == (INCOMPLETE, 3), err[-2000:]
-    assert record.meta["reason"].startswith("stopped before the scenario finished: 0 of 4 simulated users done")
+    assert record.meta["reason"].startswith("stopped before the scenario finished: 0 of 5 simulated users done")
     assert record.ledger.accounts["premiumuser1"].sent >= 2
     assert "premiumuser1_key" not in (record.path / "record.json").read_text()
     assert not os.path.exists(record.path / ".record.json.tmp")
@@ -192,14 +193,14 @@ def test_ctrl_c_leaves_a_readable_incomplete_record(policies: list[Path], tmp_pa
 
 def test_bad_manifests_or_a_scenario_the_plan_cannot_serve_stop_locust_with_one_line(tmp_path: Path) -> None:
     def locust_error(policies: list[Path]) -> tuple[int, str]:
-        result = subprocess.run(locust_args("http://127.0.0.1:1", tmp_path, policies, "--headless"), cwd=ROOT,
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(locust_args("http://127.0.0.1:1", tmp_path, policies, "--headless", "--scenario",
+                                            "seed-demo"), cwd=ROOT, capture_output=True, text=True, timeout=60)
         return result.returncode, result.stderr.strip().splitlines()[-1]
 
     assert locust_error([tmp_path / "missing.yaml"]) == (1, f"error: {tmp_path}/missing.yaml: no such file or folder")
     code, line = locust_error([DEPLOY / "auth-policy.yaml"])
-    assert (code, line) == (2, f"error: scenario seed-demo names user premiumuser1, which the Plan "
-                               f"({DEPLOY}/auth-policy.yaml) does not have")
+    assert (code, line) == (2, f"error: scenario seed-demo sends nothing under the Plan ({DEPLOY}/auth-policy.yaml): "
+                               "no identity matches its streams")
     assert not (tmp_path / "latest").exists()
 
 
@@ -222,7 +223,8 @@ def test_a_lost_worker_ends_the_run_with_an_incomplete_record(policies: list[Pat
     assert (record.state, locust.returncode) == (INCOMPLETE, 3), err[-2000:]
     assert record.meta["reason"].startswith("worker(s) lost during the run: ")
     lost = record.meta["unaccounted"]
-    assert lost["users"] and set(lost["users"]) < {"premiumuser1", "premiumuser2", "freeuser1", "freeuser2"}
+    assert lost["users"] and set(lost["users"]) < {"premiumuser1", "premiumuser2", "enterpriseuser1", "freeuser1",
+                                                   "freeuser2"}
     assert re.match(r"worker\(s\) \S+ lost: their requests since their last report \(([\d:]+|the start)\) are not "
                     r"in the ledger", lost["why"]), lost["why"]  # (killed before its first report: "the start")
     assert sum(a.sent for a in record.ledger.accounts.values()) > 0  # the surviving worker's share is kept
@@ -233,7 +235,7 @@ def test_a_worker_that_loaded_another_plan_gets_no_users_and_the_record_says_so(
     runs, port = tmp_path / "runs", free_port()
     with LocalStack([str(DEPLOY)]) as stack:
         master = subprocess.Popen(locust_args(stack.gateway_url, runs, [DEPLOY], "--headless", "--master",
-                                              "--master-bind-port", str(port), "--expect-workers", "1"),
+                                              "--scenario", "seed-demo", "--master-bind-port", str(port), "--expect-workers", "1"),
                                   cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         worker = subprocess.Popen(locust_args(stack.gateway_url, runs, policies, "--worker", "--master-port",
                                               str(port)), cwd=ROOT, stdout=subprocess.DEVNULL,

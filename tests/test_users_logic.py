@@ -7,13 +7,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from test_plan import ROOT
 
-from chargeback.ledger import MODEL_429, NO_ANSWER, NOT_CONNECTED
+from chargeback.ledger import MODEL_429, NO_ANSWER, NOT_CONNECTED, Ledger
 from chargeback.plan import DEFAULT_POLICY
 from scenarios import INVALID_CLASS, Stream, class_name
+from users.accounting import Accounting
 from users.wire import ledger_status, request_body, usage_of, verdict
 
 
@@ -26,13 +28,13 @@ def test_request_bodies() -> None:
 
 
 def test_usage_from_json_and_from_the_last_sse_frame() -> None:
-    assert usage_of(b'{"usage": {"prompt_tokens": 2, "completion_tokens": 20, "total_tokens": 22}}', False) == (2, 20, 22)
+    assert usage_of(b'{"usage": {"prompt_tokens": 2, "completion_tokens": 20, "total_tokens": 22}}') == (2, 20, 22)
     sse = (b'data: {"choices": [{"text": "a "}]}\n\n'
            b'data: {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}}\n\n'
            b"data: [DONE]\n\n")
-    assert usage_of(sse, True) == (1, 3, 4)
-    assert usage_of(b'data: {"choices": []}\n\ndata: [DONE]\n\n', True) is None
-    assert usage_of(b"<html>", False) is None and usage_of(None, False) is None
+    assert usage_of(sse) == (1, 3, 4)
+    assert usage_of(b'data: {"choices": []}\n\ndata: [DONE]\n\n') is None
+    assert usage_of(b"<html>") is None and usage_of(None) is None
 
 
 def test_verdicts() -> None:
@@ -74,3 +76,30 @@ def test_policy_is_read_from_locusts_own_options(tmp_path: Path) -> None:
     assert policy_of(cwd=tmp_path) == [DEFAULT_POLICY]
     (tmp_path / "locust.conf").write_text("policy = from-conf.yaml\n")
     assert policy_of(cwd=tmp_path) == ["from-conf.yaml"]
+
+
+class Answer:
+    """What Locust's request event carries as `response`: a status, a body and the connection error, if any."""
+
+    def __init__(self, status_code: int, content: bytes | None = None, error: BaseException | None = None):
+        self.status_code, self.content, self.error = status_code, content, error
+
+
+def test_the_request_event_feeds_the_ledger_for_any_request_whose_context_names_an_identity() -> None:
+    sync, answered = SimpleNamespace(ledger=Ledger()), []  # the process's LedgerSync: its current ledger
+    accounting = Accounting(sync, lambda sent, done: answered.append((sent, done)))
+    ledger = sync.ledger
+    usage = b'{"usage": {"prompt_tokens": 2, "completion_tokens": 8, "total_tokens": 10}}'
+    accounting.on_request(context={"identity": "premiumuser1", "tier": "premium", "sender": 3},
+                          response=Answer(200, usage), start_time=100.0, response_time=250.0, exception=None)
+    accounting.on_request(context={"identity": "premiumuser1", "tier": "premium"},  # no sender: ANY_SENDER
+                          response=Answer(429, b"Too Many Requests\n"), start_time=101.0, response_time=5.0)
+    accounting.on_request(context={"identity": "freeuser1", "tier": "free"},
+                          response=Answer(0, None, ConnectionRefusedError()), start_time=102.0, response_time=1.0)
+    accounting.on_request(context={}, response=Answer(200, usage), start_time=103.0, response_time=1.0)  # not ours
+    accounting.on_request(context=None, response=Answer(200, usage), start_time=103.0, response_time=1.0)
+    premium, free = ledger.accounts["premiumuser1"], ledger.accounts["freeuser1"]
+    assert (premium.sent, premium.authorized, premium.limited, premium.total_tokens) == (2, 1, 1, 10)
+    assert premium.timeline == [(100.0, 100.25, 200, 3), (101.0, 101.005, 429, -1)]
+    assert (free.sent, free.errors, free.timeline) == (1, 1, [(102.0, 102.001, NOT_CONNECTED, -1)])
+    assert set(ledger.accounts) == {"premiumuser1", "freeuser1"} and answered == [(100.0, 100.25), (101.0, 101.005)]

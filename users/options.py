@@ -1,25 +1,37 @@
-"""The suite's Locust options, and the Plan they name.
+"""The suite's Locust options; the Plan, scenario and traffic they name.
 
 The tier user classes come from the Plan, and Locust wants its user classes when it imports the locustfile, before
-it parses the command line. So the Plan is read at import from Locust's own parser (the same options, locust.conf
-and environment variables Locust reads a moment later), once per process.
+it parses the command line. So the Plan (and the scenario files) are read at import from Locust's own parser (the
+same options, locust.conf and environment variables Locust reads a moment later), once per process.
 """
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from locust.argument_parser import LocustArgumentParser, get_parser
 
-from chargeback.manifests import ManifestError
-from chargeback.plan import DEFAULT_POLICY, Plan, load_plan
-from scenarios import SCENARIOS
+from chargeback.plan import DEFAULT_POLICY, Plan, load_plan, parse_window
+from scenarios import LOCUST_CONTROLS, SCENARIOS, Scenario, Stream, add_scenario_files, scenario_named
+from scenarios.patterns import PATTERN_SYNTAX, parse_pattern
 
 
 def add_options(parser: LocustArgumentParser) -> None:
     """Locust's init_command_line_parser listener."""
-    scenarios = "; ".join(f"{s.name}: {s.description}" for s in SCENARIOS.values())
-    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="seed-demo",
-                        help=f"what traffic to send: {scenarios}")
+    parser.add_argument("--scenario", default=LOCUST_CONTROLS,
+                        help=f"a named scenario ({', '.join(SCENARIOS)}, or one of a --scenario-file); without it, "
+                             "Locust's controls (-u, -r, -t, a LoadTestShape) drive the tier users")
+    parser.add_argument("--scenario-file", action="append", include_in_web_ui=False,
+                        help="YAML file of your own scenarios (repeatable; the format of scenarios/builtin.yaml)")
+    parser.add_argument("--tier-weights", default="",
+                        help="Locust's controls: simulated users per tier, e.g. premium=3,free=1 (tiers not named get "
+                             "none; default: every tier alike)")
+    parser.add_argument("--pattern", default="steady:1/s",
+                        help=f"Locust's controls: each simulated user's pacing, {PATTERN_SYNTAX} (default steady:1/s)")
+    parser.add_argument("--duration", default="",
+                        help="a scenario that runs for a time (saturation): run this long instead, e.g. 30s or 2m")
+    parser.add_argument("--users-per-identity", type=int, default=0,
+                        help="a scenario: this many simulated users share each identity instead")
     parser.add_argument("--policy", action="append", include_in_web_ui=False, env_var="CHARGEBACK_POLICY",
                         help="Kuadrant manifest file or folder (repeatable; also `policy = ...` in locust.conf or "
                              "$CHARGEBACK_POLICY; default deploy/kuadrant)")
@@ -46,8 +58,34 @@ def policy_of(argv: list[str] | None = None) -> list[str]:
 
 
 def plan_from_options(argv: list[str] | None = None) -> Plan:
-    """The Plan of `--policy`; one line naming the file and field (exit 1) on bad manifests."""
+    """The Plan of `--policy`, with the scenarios of `--scenario-file` registered; one line naming the file and
+    field (exit 1) on bad input."""
+    options = get_parser().parse_args(argv)
     try:
-        return load_plan(policy_of(argv))
-    except ManifestError as exc:
+        add_scenario_files(options.scenario_file or [])
+        return load_plan(options.policy or [DEFAULT_POLICY])
+    except ValueError as exc:  # ManifestError, ScenarioFileError
         sys.exit(f"error: {exc}")
+
+
+def scenario_of(options: Any) -> Scenario | None:
+    """The scenario the options name, scaled by --duration and --users-per-identity; None for Locust's controls.
+    ValueError (one line) for an unknown name or a bad value."""
+    if not options.scenario:
+        return None
+    scenario = scenario_named(options.scenario)
+    try:
+        duration = parse_window(options.duration) if options.duration else None
+    except ValueError as exc:
+        raise ValueError(f"--duration: {exc}") from None
+    if options.users_per_identity < 0:
+        raise ValueError(f"--users-per-identity: expected a whole number >= 1, got {options.users_per_identity}")
+    return scenario.scaled(duration, options.users_per_identity or None)
+
+
+def endless_stream(options: Any) -> Stream:
+    """With Locust's controls: what every simulated user sends (its pacing from --pattern)."""
+    try:
+        return Stream(pattern=parse_pattern(options.pattern))
+    except ValueError as exc:
+        raise ValueError(f"--pattern: {exc}") from None

@@ -26,6 +26,16 @@ from .sync import FINAL_REPORT_WAIT
 log = logging.getLogger("chargeback")
 
 
+CONTROLS = "locust"  # the record's scenario when Locust's controls drove the tier users
+
+
+def controls_description(options: Any) -> str:
+    """What Locust's controls asked for."""
+    run_time = f"{options.run_time} s" if options.run_time else "until stopped"
+    return (f"Locust's controls: {options.num_users} users at {options.spawn_rate:g}/s, {run_time}; tier weights "
+            f"{options.tier_weights or 'equal'}; pattern {options.pattern}")
+
+
 class Refused(Exception):
     """The run cannot start: a URL does not answer, or the counters cannot be read; one line."""
 
@@ -36,7 +46,8 @@ class Recorder:
         self.summary = summary
         self.sources = Sources(None, None, None)
 
-    def start(self, options: Any, host: str, scenario: Scenario, simulated_users: int, workers: int) -> RunRecord:
+    def start(self, options: Any, host: str, scenario: Scenario | None, simulated_users: int,
+              workers: int) -> RunRecord:
         """Preflight, the counters' state before the run, and a record marked running; Refused if any fails."""
         try:  # before any traffic: the spawn waits for this
             self.sources = preflight(self.plan, host, options.prometheus_url, options.metrics_url, options.job,
@@ -47,7 +58,8 @@ class Recorder:
         except (PreflightError, MetricsSourceError, LimitadorError) as exc:
             raise Refused(str(exc)) from None
         record = RunRecord.start(Path(options.runs_dir), {
-            "scenario": scenario.name, "scenario_description": scenario.description,
+            "scenario": scenario.name if scenario else CONTROLS,
+            "scenario_description": scenario.description if scenario else controls_description(options),
             "gateway_url": host, "prometheus_url": options.prometheus_url,
             "metrics_url": options.metrics_url, "limitador_url": options.limitador_url, "job": options.job,
             "namespace": self.sources.namespace, "limitador": limitador,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from locust.env import Environment
@@ -18,8 +18,13 @@ from chargeback.ledger import Ledger
 from chargeback.plan import Plan
 from chargeback.record import COMPLETE, RunRecord
 from chargeback.summary import PlanSummary
-from scenarios import MISSING, UNKNOWN, Scenario, Slot, scenario_named
+from scenarios import MISSING, UNKNOWN, Scenario, Slot
 
+from .accounting import Accounting
+from .options import endless_stream, scenario_of
+
+if TYPE_CHECKING:
+    from .shape import TierClasses
 from .recorder import Recorder, Refused
 from .slots import SlotBook
 from .sync import LedgerSync
@@ -39,7 +44,9 @@ class Run:
         self.sync = LedgerSync()
         self.slots = SlotBook(self.summary.digest, self._on_slot_done, self._on_other_plan)
         self.recorder = Recorder(plan, self.summary)
-        self.scenario: Scenario | None = None
+        self.classes: TierClasses | None = None  # the user classes per tier (set when the locustfile's init runs)
+        self.scenario: Scenario | None = None  # None: Locust's controls drive the tier users
+        self.accounting = Accounting(self.sync, self.answered)
         self.started = 0.0
         self.active = False
         self.failed = ""  # why the last run could not start
@@ -60,6 +67,7 @@ class Run:
         events.test_stop.add_listener(run.on_test_stop)
         events.quitting.add_listener(run.on_quitting)
         events.quit.add_listener(run.on_quit)
+        events.request.add_listener(run.accounting.on_request)
         run.sync.register(environment)
         run.slots.register(environment)
         return run
@@ -81,15 +89,19 @@ class Run:
     # --- lifecycle ---------------------------------------------------------------------------------------------
     def on_test_start(self, environment: Environment, **_: Any) -> None:
         options = environment.parsed_options
-        self.scenario = scenario_named(options.scenario)
-        self.slots.begin(self.scenario.slots(self.plan))
+        self.scenario = scenario_of(options)
+        if self.scenario is None:
+            self.slots.begin([], self.rotation(), endless_stream(options))
+        else:
+            self.slots.begin(self.scenario.slots(self.plan))
         self.sync.begin()
         self.started, self.slowest, self.failed, self.problems = time.time(), 0.0, "", []
         if self.is_worker:
             self.active = True
             return
         try:
-            self.record = self.recorder.start(options, environment.host or "", self.scenario, len(self.slots.slots),
+            self.record = self.recorder.start(options, environment.host or "", self.scenario,
+                                              len(self.slots.slots) if self.scenario else options.num_users,
                                               len(self.sync.workers))
         except Refused as exc:
             self._refuse(str(exc))
@@ -151,11 +163,10 @@ class Run:
 
     def _progress(self) -> str:
         """Why the scenario is not finished yet; "" when it is."""
-        assert self.scenario is not None
         lost = self.lost_workers()
         if lost:
             return f"worker(s) lost during the run: {', '.join(lost)}"
-        if self.finished():
+        if self.scenario is None or self.finished():  # with Locust's controls, the stop is the end
             return ""
         if self.scenario.duration is not None:
             return f"stopped after {time.time() - self.started:.1f} s of the scenario's {self.scenario.duration:g} s"
@@ -210,6 +221,14 @@ class Run:
             self.runner.quit()
         else:
             self.runner.stop()
+
+    def rotation(self) -> dict[str, list[str]]:
+        """Locust's controls: each tier's identities the gateway lets through, in the Plan's order."""
+        rotation: dict[str, list[str]] = {}
+        for identity in self.plan.identities:
+            if identity.known and identity.allowed:
+                rotation.setdefault(identity.tier, []).append(identity.user)
+        return rotation
 
     def credentials(self, slot: Slot) -> dict[str, str]:
         """The auth header a slot sends: none, an unknown key, or its identity's key."""

@@ -1,5 +1,8 @@
-"""Scenario slots between processes: the master (or a local runner) hands out the slots; a worker claims one per
-simulated user by message, saying which Plan it loaded (its digest), so a worker with another Plan gets none."""
+"""Slots between processes: the master (or a local runner) hands out the slots; a worker claims one per simulated
+user by message, saying which Plan it loaded (its digest), so a worker with another Plan gets none.
+
+A scenario's slots are fixed; with Locust's controls they are made on claim, each the next identity of its tier
+round-robin (`rotation`), all with one stream."""
 from __future__ import annotations
 
 import itertools
@@ -12,7 +15,7 @@ from gevent.event import AsyncResult
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from scenarios import Slot
+from scenarios import Slot, Stream
 
 log = logging.getLogger("chargeback")
 CLAIM_WAIT = 30.0  # seconds a worker waits for the master's answer to a claim
@@ -28,6 +31,9 @@ class SlotBook:
         self.on_other_plan = on_other_plan  # (worker, its digest): a worker loaded another Plan
         self.environment: Environment | None = None
         self.slots: list[Slot] = []
+        self.rotation: dict[str, list[str]] = {}  # Locust's controls: tier -> its identities
+        self.endless: Stream | None = None  # Locust's controls: the stream of every slot
+        self._taken: dict[str, int] = {}  # Locust's controls: slots made per tier
         self.claimed: dict[int, str] = {}  # slot index -> the worker that runs it ("" locally)
         self.done: set[int] = set()
         self.open = False
@@ -47,8 +53,11 @@ class SlotBook:
     def _worker(self) -> bool:
         return self.environment is not None and isinstance(self.environment.runner, WorkerRunner)
 
-    def begin(self, slots: list[Slot]) -> None:
+    def begin(self, slots: list[Slot], rotation: dict[str, list[str]] | None = None,
+              endless: Stream | None = None) -> None:
+        """A scenario's `slots`; or, with Locust's controls, slots made on claim from `rotation` with `endless`."""
         self.slots, self.claimed, self.done = slots, {}, set()
+        self.rotation, self.endless, self._taken = rotation or {}, endless, {}
 
     @property
     def all_done(self) -> bool:
@@ -67,13 +76,16 @@ class SlotBook:
         self.environment.runner.send_message("chargeback_claim", {"user_class": user_class, "request": request,
                                                                   "plan": self.plan_digest})
         try:
-            index = result.get(timeout=CLAIM_WAIT)
+            answer = result.get(timeout=CLAIM_WAIT)
         except gevent.Timeout:
             log.error("the master did not assign a %s slot within %g s", user_class, CLAIM_WAIT)
             return None
         finally:
             self._pending.pop(request, None)
-        return None if index is None else self.slots[index]
+        if answer is None:
+            return None
+        index, account = answer
+        return self.slots[index] if self.endless is None else Slot(index, user_class, account, self.endless)
 
     def finish(self, slot: Slot) -> None:
         """A slot's budget is spent."""
@@ -85,11 +97,24 @@ class SlotBook:
     def _assign(self, user_class: str, worker: str) -> Slot | None:
         if not self.open:
             return None
+        if self.endless is not None:
+            return self._make(user_class, worker)
         for slot in self.slots:
             if slot.user_class == user_class and slot.index not in self.claimed:
                 self.claimed[slot.index] = worker
                 return slot
         return None
+
+    def _make(self, user_class: str, worker: str) -> Slot | None:
+        """A new slot with the next identity of the tier, round-robin."""
+        accounts = self.rotation.get(user_class)
+        if not accounts:
+            return None
+        taken = self._taken[user_class] = self._taken.get(user_class, -1) + 1
+        slot = Slot(len(self.slots), user_class, accounts[taken % len(accounts)], self.endless)
+        self.slots.append(slot)
+        self.claimed[slot.index] = worker
+        return slot
 
     def _mark_done(self, index: int) -> None:
         self.done.add(index)
@@ -102,11 +127,11 @@ class SlotBook:
             slot = None
         else:
             slot = self._assign(msg.data["user_class"], msg.node_id)
-        environment.runner.send_message("chargeback_slot", {"request": msg.data["request"],
-                                                            "index": None if slot is None else slot.index},
-                                        client_id=msg.node_id)
+        environment.runner.send_message("chargeback_slot", {
+            "request": msg.data["request"], "slot": None if slot is None else (slot.index, slot.account)},
+            client_id=msg.node_id)
 
     def _on_slot(self, environment: Environment, msg: Any, **_: Any) -> None:
         pending = self._pending.get(msg.data["request"])
         if pending is not None:
-            pending.set(msg.data["index"])
+            pending.set(msg.data["slot"])

@@ -1,61 +1,293 @@
-"""The web UI's Chargeback tab: a live per-user and per-tier table, with CSV download."""
+"""The web UI: the Chargeback tab (run id, tiers with limits and prices, the live per-user and per-tier table with
+limit markers, CSV, Verify) and the start form's scenario picker, drawn by users/static/chargeback.js.
+
+Routes: /chargeback/table (the tab's JSON), /chargeback/csv, /chargeback/scenarios (the picker's choices),
+/chargeback/verify (GET: the checks' status and results; POST: run them on the last run record),
+/chargeback/static/<file>. A POST /swarm first selects its form's `scenario` (users.shape.choose_scenario).
+Nothing served holds an API key: the tab reads the Plan's masked summary, never its identities.
+"""
 from __future__ import annotations
 
 import csv
 import io
 import json
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from flask import Response, jsonify, request
+import gevent
+from flask import Response, jsonify, request, send_from_directory
 from locust.env import Environment
+from locust.runners import STATE_RUNNING, STATE_SPAWNING
+
+from chargeback.ledger import COUNTS, Ledger, totals_by
+from chargeback.plan import Plan
+from chargeback.pytest_plugin import CheckResult, check_results
+from chargeback.record import COMPLETE, INCOMPLETE, RUNNING, RunRecord
+from chargeback.summary import PlanSummary
+from scenarios import SCENARIOS
 
 from .run import Run
+from .shape import choose_scenario
 
 COLUMNS = [("tier", "Tier"), ("user", "User"), ("sent", "Sent"), ("authorized", "Authorized"),
            ("limited", "Limited (429)"), ("rejected", "Rejected (401/403)"), ("errors", "Errors"),
            ("prompt_tokens", "Prompt tokens"), ("completion_tokens", "Completion tokens"),
            ("total_tokens", "Total tokens"), ("cost", "Cost")]
 ALL_USERS = "(all users)"
+NO_SCENARIO = ("No scenario: Locust's own controls (users, ramp up, run time, tier weights, pattern) drive the "
+               "tier users")
+STATIC = Path(__file__).with_name("static")
+PAGE_TAGS = ('<link rel="stylesheet" href="./chargeback/static/chargeback.css">'
+             '<script src="./chargeback/static/chargeback.js"></script>')
+CHOICE_OPTIONS = ("tier_weights", "pattern", "duration", "users_per_identity")  # what choose_scenario reads
+VERIFY_TIMEOUT = 600.0  # seconds the checks may take before the UI gives up on them
+Baseline = dict[str, dict[str, Any]]  # user -> its row when the stats were reset
 
 
-def table_rows(run: Run) -> list[dict[str, Any]]:
-    """Per-user rows, each tier followed by its total row (user `(all users)`)."""
-    users, tiers = run.ledger.table(run.plan)
-    rows: list[dict[str, Any]] = []
-    for total in tiers:
-        rows += [r for r in users if r["tier"] == total["tier"]]
-        rows.append({**total, "user": ALL_USERS})
+def window_text(seconds: float) -> str:
+    """A window as the manifests write it: 120 -> 2m, 10 -> 10s, 3600 -> 1h."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def limit_markers(summary: PlanSummary, user: str, authorized: int, span: float) -> list[dict[str, Any]]:
+    """Per request rate that applies to `user`: how many calls it lets through in the windows the user's requests
+    spanned (`span` seconds from the first to the last; a window opens at a request), and whether `authorized`
+    is over that."""
+    markers = []
+    for rate in summary.rates_of(user)[0]:
+        windows = int(span // rate.window) + 1
+        rate_text, allowed = f"{rate.limit} per {window_text(rate.window)}", rate.limit * windows
+        markers.append({"limit_name": rate.limit_name, "rate": rate_text, "windows": windows, "allowed": allowed,
+                        "over": authorized > allowed,
+                        "text": f"{authorized} / {rate_text}" if windows == 1
+                        else f"{authorized} / {allowed} ({windows} windows of {rate_text})"})
+    return markers
+
+
+def since(users: list[dict[str, Any]], baseline: Baseline) -> list[dict[str, Any]]:
+    """User rows less what they held at the reset; only users with requests since."""
+    rows = []
+    for row in users:
+        base = baseline.get(row["user"])
+        if base is not None:
+            row = {**row, **{k: row[k] - base[k] for k in COUNTS}, "cost": round(row["cost"] - base["cost"], 6)}
+        if row["sent"]:
+            rows.append(row)
     return rows
 
 
+def table_rows(plan: Plan, summary: PlanSummary, ledger: Ledger, baseline: Baseline | None = None
+               ) -> list[dict[str, Any]]:
+    """Per-user rows with their limit markers, each tier followed by its total row (user `(all users)`); with a
+    baseline, what came since it."""
+    users, _ = ledger.table(plan)
+    if baseline is not None:
+        users = since(users, baseline)
+    tiers = totals_by(users, "tier", COUNTS + ("cost",))
+    rows: list[dict[str, Any]] = []
+    for total in tiers:
+        for row in (r for r in users if r["tier"] == total["tier"]):
+            account = ledger.accounts[row["user"]]
+            span = (account.last or 0.0) - (account.first or 0.0)
+            rows.append({**row, "limits": limit_markers(summary, row["user"], row["authorized"], span)})
+        rows.append({**total, "user": ALL_USERS, "cost": round(total["cost"], 6), "limits": []})
+    return rows
+
+
+def tiers_json(summary: PlanSummary) -> list[dict[str, Any]]:
+    """Each tier's users, request and token limits, and prices."""
+    limits = {l.name: l for l in summary.limits}
+    return [{"name": name, "users": list(tier.users),
+             "price": {"per_call": tier.price.per_call, "per_1k_tokens": tier.price.per_1k_tokens},
+             "limits": [{"name": l.name, "kind": l.kind,
+                         "rates": [f"{r.limit} per {window_text(r.window)}" for r in l.rates]}
+                        for l in (limits[n] for n in tier.limits if n in limits)]}
+            for name, tier in summary.tiers.items()]
+
+
+def run_json(record: RunRecord | None) -> dict[str, Any] | None:
+    """The run record the tab is about: id, scenario, state and why."""
+    if record is None:
+        return None
+    meta = record.meta
+    return {"id": meta["run_id"], "scenario": meta["scenario"], "state": meta["state"], "reason": meta["reason"]}
+
+
+def scenario_choices(plan: Plan) -> list[dict[str, Any]]:
+    """The picker's choices: none (Locust's controls), then each scenario with its simulated users and end, or why
+    the Plan cannot run it."""
+    choices: list[dict[str, Any]] = [{"name": "", "description": NO_SCENARIO, "users": None, "ends": "", "error": ""}]
+    for scenario in SCENARIOS.values():
+        try:
+            users, error = len(scenario.slots(plan)), ""
+        except ValueError as exc:
+            users, error = None, str(exc)
+        ends = (f"after {scenario.duration:g} s" if scenario.duration is not None
+                else "when every simulated user has sent its requests")
+        choices.append({"name": scenario.name, "description": scenario.description, "users": users, "ends": ends,
+                        "error": error})
+    return choices
+
+
+@dataclass
+class ChecksStatus:
+    """The checks run from the UI on one run record: idle, running, done (results) or error (message)."""
+
+    state: str = "idle"
+    run_id: str = ""
+    partial: bool = False  # the record is incomplete: reconciled for what it holds (--partial)
+    exit_code: int | None = None
+    message: str = ""
+    results: list[CheckResult] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        counts = {o: sum(r.outcome == o for r in self.results) for o in ("passed", "failed", "skipped", "error")}
+        return {**asdict(self), "counts": counts}
+
+
+class Tab:
+    """The server side of the tab: the reset baseline and the checks run from the UI."""
+
+    def __init__(self, environment: Environment, run: Run):
+        self.environment = environment
+        self.run = run
+        self.reset: tuple[Ledger, Baseline] | None = None  # the ledger at the last reset, and its users' rows then
+        self.reset_at: float | None = None
+        self.verification = ChecksStatus()
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The table since the last reset of the current run's ledger."""
+        run = self.run
+        baseline = self.reset[1] if self.reset is not None and self.reset[0] is run.ledger else None
+        return table_rows(run.plan, run.summary, run.ledger, baseline)
+
+    def table(self) -> dict[str, Any]:
+        return {"run": run_json(self.run.record), "currency": self.run.summary.currency, "reset_at": self.reset_at,
+                "tiers": tiers_json(self.run.summary), "rows": self.rows()}
+
+    def on_reset(self, **_: Any) -> None:
+        """Locust's reset button: the table starts again from here (the run record keeps everything)."""
+        users, _ = self.run.ledger.table(self.run.plan)
+        self.reset, self.reset_at = (self.run.ledger, {r["user"]: r for r in users}), time.time()
+        if self.verification.state != "running":
+            self.verification = ChecksStatus()
+
+    def on_test_start(self, **_: Any) -> None:
+        if self.verification.state != "running":
+            self.verification = ChecksStatus()
+
+    def on_test_stop(self, **_: Any) -> None:
+        """With --check: verify the record once it is finished, if it is complete."""
+        if self.environment.parsed_options.check:
+            gevent.spawn(self._verify_when_finished)
+
+    def _verify_when_finished(self) -> None:
+        if self.run.finisher is not None:
+            self.run.finisher.join()
+        if self.run.record is not None and self.run.record.state == COMPLETE:
+            self.start_verification()
+
+    def start_verification(self) -> str:
+        """Run the checks on the last run record in a greenlet; "" when started, else why not."""
+        record = self.run.record
+        if record is None:
+            return "no run record yet: start a run first"
+        if record.state == RUNNING:
+            return f"run {record.meta['run_id']} is not finished yet"
+        if self.verification.state == "running":
+            return f"the checks are already running on {self.verification.run_id}"
+        self.verification = ChecksStatus("running", record.meta["run_id"], record.state == INCOMPLETE)
+        gevent.spawn(self._verify, record.path, self.verification)
+        return ""
+
+    @staticmethod
+    def _verify(path: Path, verification: ChecksStatus) -> None:
+        try:
+            code, results, output = check_results(path, *(["--partial"] if verification.partial else []),
+                                                  timeout=VERIFY_TIMEOUT)
+        except (OSError, subprocess.SubprocessError) as exc:  # pytest could not start, or timed out
+            verification.state, verification.message = "error", f"the checks could not run: {exc}"
+            return
+        verification.exit_code, verification.results = code, results
+        if code in (0, 1):
+            verification.state = "done"
+        else:
+            lines = [line for line in output.splitlines() if line.strip()]
+            verification.state, verification.message = "error", lines[-1] if lines else f"pytest exited {code}"
+
+
 def register(environment: Environment, run: Run) -> None:
-    """Add the tab, its data (inside /stats/requests, as Locust's UI expects) and the CSV route."""
+    """Add the tab, its data (inside /stats/requests, as Locust's UI expects), our routes and the page script."""
     web_ui = environment.web_ui
     if web_ui is None:
         return
+    app = web_ui.app
+    tab = Tab(environment, run)
+    events = environment.events
+    events.reset_stats.add_listener(tab.on_reset)
+    events.test_start.add_listener(tab.on_test_start)
+    events.test_stop.add_listener(tab.on_test_stop)
     web_ui.template_args.update(
         extended_tabs=[{"title": "Chargeback", "key": "chargeback"}],
         extended_tables=[{"key": "chargeback", "structure": [{"key": k, "title": t} for k, t in COLUMNS]}],
         extended_csv_files=[{"href": "/chargeback/csv", "title": "Download the chargeback table (CSV)"}],
     )
 
-    @web_ui.app.after_request
-    def add_chargeback_stats(response: Response) -> Response:
-        if request.path == "/stats/requests" and response.is_json:
+    @app.before_request
+    def select_scenario() -> Response | None:
+        """A new test's POST /swarm: its form's scenario first ("" for Locust's controls), with the form's values of
+        the options that choice reads (Locust's swarm view sets them alike a moment later); Locust's answer on a
+        ValueError. Editing a running test leaves the scenario alone."""
+        if request.endpoint != "locust.swarm" or environment.runner.state in (STATE_SPAWNING, STATE_RUNNING):
+            return None
+        options = environment.parsed_options
+        try:
+            for key in CHOICE_OPTIONS:
+                if key in request.form:
+                    setattr(options, key, type(getattr(options, key))(request.form[key]))
+            choose_scenario(environment, request.form.get("scenario", ""))
+        except ValueError as exc:
+            return jsonify({"success": False, "message": str(exc), "host": environment.host})
+        return None
+
+    @app.after_request
+    def extend(response: Response) -> Response:
+        if request.endpoint == "locust.index" and response.mimetype == "text/html":
+            response.set_data(response.get_data(as_text=True).replace("</body>", f"{PAGE_TAGS}</body>", 1))
+        elif request.path == "/stats/requests" and response.is_json:
             data = response.get_json()
-            data["extended_stats"] = [{"key": "chargeback", "data": table_rows(run)}]
+            data["extended_stats"] = [{"key": "chargeback", "data": tab.rows()}]
             response.set_data(json.dumps(data))
         return response
 
-    @web_ui.app.route("/chargeback/table")
-    def chargeback_table() -> Response:
-        return jsonify({"currency": run.plan.currency, "rows": table_rows(run)})
+    @app.route("/chargeback/static/<path:name>")
+    def chargeback_static(name: str) -> Response:
+        return send_from_directory(STATIC, name, max_age=0)
 
-    @web_ui.app.route("/chargeback/csv")
+    @app.route("/chargeback/table")
+    def chargeback_table() -> Response:
+        return jsonify(tab.table())
+
+    @app.route("/chargeback/scenarios")
+    def chargeback_scenarios() -> Response:
+        return jsonify({"selected": environment.parsed_options.scenario, "scenarios": scenario_choices(run.plan)})
+
+    @app.route("/chargeback/verify", methods=["GET", "POST"])
+    def chargeback_verify() -> Response:
+        refused = tab.start_verification() if request.method == "POST" else ""
+        return jsonify({**tab.verification.to_json(), "refused": refused})
+
+    @app.route("/chargeback/csv")
     def chargeback_csv() -> Response:
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=[k for k, _ in COLUMNS], extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(table_rows(run))
+        writer.writerows(tab.rows())
         return Response(out.getvalue(), mimetype="text/csv",
                         headers={"Content-Disposition": "attachment; filename=chargeback.csv"})

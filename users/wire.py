@@ -27,16 +27,17 @@ def request_body(stream: Stream) -> bytes:
     return orjson.dumps(body)
 
 
-def usage_of(content: bytes | None, streamed: bool) -> tuple[int, int, int] | None:
-    """(prompt, completion, total) tokens from a response body, or from the last SSE frame that carries usage."""
+def usage_of(content: bytes | None) -> tuple[int, int, int] | None:
+    """(prompt, completion, total) tokens from a JSON response body, or from the last server-sent event that
+    carries usage (a streamed answer)."""
     if not content:
         return None
     try:
-        if streamed:
+        if content.lstrip()[:1] == b"{":
+            usage = orjson.loads(content).get("usage")
+        else:
             frames = [line[6:] for line in content.splitlines() if line.startswith(b"data: {")]
             usage = next((u for u in (orjson.loads(f).get("usage") for f in reversed(frames)) if u), None)
-        else:
-            usage = orjson.loads(content).get("usage")
         return (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) if usage else None
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
         return None

@@ -1,0 +1,216 @@
+"""The web UI's server side without a browser: the Chargeback tab's JSON (run id, tiers' limits and prices, currency,
+limit markers, reset), the page script's injection, the scenario picker's choices, the swarm hook, and the checks'
+results read from pytest's JUnit XML."""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ["LOCUST_SKIP_MONKEY_PATCH"] = "1"  # importing Locust must not gevent-patch the whole test session
+import locust  # noqa: E402,F401,I001
+
+del os.environ["LOCUST_SKIP_MONKEY_PATCH"]  # (the Locust processes the e2e tests start do patch)
+
+import gevent  # noqa: E402
+import pytest  # noqa: E402
+from flask.testing import FlaskClient  # noqa: E402
+from locust.argument_parser import parse_options  # noqa: E402
+from locust.env import Environment  # noqa: E402
+from test_plan import DEPLOY  # noqa: E402
+
+import users.webui as webui  # noqa: E402
+from chargeback.ledger import NO_ANSWER  # noqa: E402
+from chargeback.plan import load_plan  # noqa: E402
+from chargeback.pytest_plugin import CheckResult, parse_junit  # noqa: E402
+from chargeback.record import RunRecord  # noqa: E402
+from scenarios import SCENARIOS  # noqa: E402
+from users.run import Run  # noqa: E402
+
+PLAN = load_plan([str(DEPLOY)])
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture
+def ui(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FlaskClient, Run, Environment]]:
+    """A local runner with the web UI (not serving), the suite's Run and tab registered."""
+    monkeypatch.setattr(sys, "argv", ["locust"])  # the UI's template reads Locust's options from the command line
+    options = parse_options([])
+    vars(options).update(scenario="", check=False, tier_weights="", pattern="steady:1/s", duration="",
+                         users_per_identity=0)
+    environment = Environment(parsed_options=options)
+    environment.create_local_runner()
+    environment.create_web_ui("127.0.0.1", 0, delayed_start=True)
+    run = Run.register(environment, PLAN)
+    run.record = RunRecord.start(tmp_path / "runs", {"scenario": "seed-demo"}, run.summary)
+    webui.register(environment, run)
+    yield environment.web_ui.app.test_client(), run, environment
+    environment.runner.quit()
+
+
+def send(run: Run, user: str, tier: str, count: int, status: int = 200, start: float = T0, step: float = 1.0) -> None:
+    for i in range(count):
+        run.ledger.record(user, tier, start + i * step, start + i * step + 0.1, status, (2, 10, 12))
+
+
+def test_the_tab_json_has_the_run_tiers_prices_currency_and_rows(ui: tuple) -> None:
+    client, run, _ = ui
+    send(run, "premiumuser1", "premium", 3)
+    data = client.get("/chargeback/table").get_json()
+    assert data["run"] == {"id": run.record.meta["run_id"], "scenario": "seed-demo", "state": "running",
+                           "reason": "the run has not ended"}
+    assert (data["currency"], data["reset_at"]) == ("USD", None)
+    assert {t["name"]: (t["price"], t["limits"]) for t in data["tiers"]} == {
+        "free": ({"per_call": 0.001, "per_1k_tokens": 0.0005},
+                 [{"name": "free-user-requests", "kind": "requests", "rates": ["2 per 2m"]}]),
+        "premium": ({"per_call": 0.002, "per_1k_tokens": 0.001},
+                    [{"name": "premium-user-requests", "kind": "requests", "rates": ["10 per 2m"]}]),
+        "enterprise": ({"per_call": 0.005, "per_1k_tokens": 0.002},
+                       [{"name": "enterprise-user-requests", "kind": "requests", "rates": ["50 per 2m"]}]),
+    }
+    assert [(r["tier"], r["user"], r["sent"], r["authorized"], r["total_tokens"], r["cost"]) for r in data["rows"]] == [
+        ("premium", "premiumuser1", 3, 3, 36, 0.006036), ("premium", "(all users)", 3, 3, 36, 0.006036)]
+    assert data["rows"][1]["users"] == 1 and data["rows"][1]["limits"] == []
+
+
+def test_limit_markers_say_how_many_calls_the_windows_spanned_allow() -> None:
+    run = Run(PLAN)
+    send(run, "freeuser1", "free", 3)  # 3 authorized within one 2-minute window: one too many
+    send(run, "premiumuser1", "premium", 12, step=15.0)  # 12 over 165 s: two windows allow 20
+    send(run, "premiumuser2", "premium", 2)
+    send(run, "premiumuser2", "premium", 1, status=429, start=T0 + 5)
+    send(run, "premiumuser2", "premium", 1, status=NO_ANSWER, start=T0 + 6)
+    markers = {r["user"]: r["limits"] for r in webui.table_rows(run.plan, run.summary, run.ledger)}
+    assert markers == {
+        "freeuser1": [{"limit_name": "free-user-requests", "rate": "2 per 2m", "windows": 1, "allowed": 2,
+                       "over": True, "text": "3 / 2 per 2m"}],
+        "premiumuser1": [{"limit_name": "premium-user-requests", "rate": "10 per 2m", "windows": 2, "allowed": 20,
+                          "over": False, "text": "12 / 20 (2 windows of 10 per 2m)"}],
+        "premiumuser2": [{"limit_name": "premium-user-requests", "rate": "10 per 2m", "windows": 1, "allowed": 10,
+                          "over": False, "text": "2 / 10 per 2m"}],
+        "(all users)": [],
+    }
+
+
+def test_reset_clears_the_table_until_new_traffic_and_keeps_the_record(ui: tuple) -> None:
+    client, run, _ = ui
+    send(run, "freeuser1", "free", 2)
+    send(run, "premiumuser1", "premium", 4)
+    assert client.post("/stats/reset").status_code == 200
+    data = client.get("/chargeback/table").get_json()
+    assert (data["rows"], data["run"]["id"]) == ([], run.record.meta["run_id"]) and data["reset_at"] is not None
+    assert client.get("/stats/requests").get_json()["extended_stats"] == [{"key": "chargeback", "data": []}]
+    send(run, "premiumuser1", "premium", 1, start=T0 + 10)
+    rows = client.get("/chargeback/table").get_json()["rows"]
+    assert [(r["user"], r["sent"], r["authorized"], r["total_tokens"], r["cost"]) for r in rows] == [
+        ("premiumuser1", 1, 1, 12, 0.002012), ("(all users)", 1, 1, 12, 0.002012)]
+    assert rows[0]["limits"][0]["text"] == "1 / 10 per 2m"
+    csv_lines = client.get("/chargeback/csv").get_data(as_text=True).splitlines()
+    assert csv_lines[1:] == ["premium,premiumuser1,1,1,0,0,0,2,10,12,0.002012",
+                             "premium,(all users),1,1,0,0,0,2,10,12,0.002012"]
+    assert run.ledger.accounts["premiumuser1"].sent == 5  # the run record's ledger lost nothing
+    run.sync.begin()  # a new run's ledger: the reset was about the last one
+    send(run, "freeuser1", "free", 1)
+    assert [r["sent"] for r in client.get("/chargeback/table").get_json()["rows"]] == [1, 1]
+
+
+def test_the_page_loads_our_script_and_nothing_served_holds_an_api_key(ui: tuple) -> None:
+    client, run, _ = ui
+    for identity in PLAN.identities:
+        send(run, identity.user, identity.tier, 1)
+    page = client.get("/").get_data(as_text=True)
+    assert page.count('<script src="./chargeback/static/chargeback.js"></script></body>') == 1
+    assert '<link rel="stylesheet" href="./chargeback/static/chargeback.css">' in page
+    script = client.get("/chargeback/static/chargeback.js")
+    assert script.status_code == 200 and "cb-picker" in script.get_data(as_text=True)
+    assert client.get("/chargeback/static/chargeback.css").status_code == 200
+    assert client.get("/chargeback/static/../webui.py").status_code == 404
+    served = "".join(client.get(path).get_data(as_text=True) for path in (
+        "/", "/chargeback/table", "/chargeback/csv", "/chargeback/scenarios", "/chargeback/verify", "/stats/requests"))
+    keys = [i.key for i in PLAN.identities if i.key]
+    assert keys and not [k for k in keys if k in served]
+
+
+def test_the_pickers_choices_say_what_each_scenario_runs(ui: tuple) -> None:
+    client, _, _ = ui
+    data = client.get("/chargeback/scenarios").get_json()
+    assert data["selected"] == ""
+    choices = {c["name"]: c for c in data["scenarios"]}
+    assert list(choices) == ["", *SCENARIOS]
+    assert choices[""] == {"name": "", "description": webui.NO_SCENARIO, "users": None, "ends": "", "error": ""}
+    assert choices["seed-demo"] == {"name": "seed-demo", "description": SCENARIOS["seed-demo"].description,
+                                    "users": 3, "ends": "when every simulated user has sent its requests", "error": ""}
+    assert (choices["saturation"]["users"], choices["saturation"]["ends"]) == (
+        len(SCENARIOS["saturation"].slots(PLAN)), f"after {SCENARIOS['saturation'].duration:g} s")
+    keyless = load_plan([str(DEPLOY / "auth-policy.yaml")])  # no identities: only bad-keys can run
+    with pytest.raises(ValueError) as why:
+        SCENARIOS["seed-demo"].slots(keyless)
+    choices = {c["name"]: c for c in webui.scenario_choices(keyless)}
+    assert (choices["seed-demo"]["users"], choices["seed-demo"]["error"]) == (None, str(why.value))
+    assert (choices["bad-keys"]["users"], choices["bad-keys"]["error"]) == (2, "")
+
+
+def test_the_swarm_hook_chooses_the_forms_scenario_or_answers_why_not(ui: tuple, monkeypatch: pytest.MonkeyPatch
+                                                                      ) -> None:
+    client, _, environment = ui
+    chosen: list[tuple[str, str]] = []
+
+    def choose(env: Environment, name: str) -> None:
+        chosen.append((name, env.parsed_options.tier_weights))
+        if name == "nope":
+            raise ValueError("unknown scenario 'nope': choose one of seed-demo")
+
+    monkeypatch.setattr(webui, "choose_scenario", choose)
+    answer = client.post("/swarm", data={"scenario": "nope", "user_count": "1", "spawn_rate": "1"}).get_json()
+    assert answer == {"success": False, "message": "unknown scenario 'nope': choose one of seed-demo",
+                      "host": environment.host}
+    client.post("/swarm", data={"user_count": "0", "spawn_rate": "1", "tier_weights": "free=1"})
+    assert chosen == [("nope", ""), ("", "free=1")]
+
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests"><testsuite name="pytest" errors="1"
+failures="1" skipped="1" tests="4"><testcase classname="checks.test_auth" name="test_ok" time="0.000" /><testcase
+classname="checks.test_limits" name="test_policy_limit_held[freeuser1-free-user-requests]" time="0.000"><failure
+message="Failed: freeuser1: the limit did not hold&#10;user       client  server&#10;freeuser1  3       3">freeuser1:
+the limit did not hold</failure></testcase><testcase classname="checks.test_reconciliation"
+name="test_token_counters_match_the_ledger[None]" time="0.001"><skipped type="pytest.skip" message="no token counters to
+compare">/x/checks/plugin.py:5: no token counters to compare</skipped></testcase><testcase classname="checks.test_x"
+name="test_err" time="0.000"><error message="failed on setup with &quot;RuntimeError: boom&quot;">traceback</error>
+</testcase></testsuite></testsuites>"""
+
+
+def test_check_results_are_read_from_junit_xml() -> None:
+    assert parse_junit(JUNIT) == [
+        CheckResult("checks.test_auth", "test_ok", "passed", ""),
+        CheckResult("checks.test_limits", "test_policy_limit_held[freeuser1-free-user-requests]", "failed",
+                    "freeuser1: the limit did not hold\nuser       client  server\nfreeuser1  3       3"),
+        CheckResult("checks.test_reconciliation", "test_token_counters_match_the_ledger[None]", "skipped",
+                    "no token counters to compare"),
+        CheckResult("checks.test_x", "test_err", "error", 'failed on setup with "RuntimeError: boom"'),
+    ]
+
+
+def test_verify_needs_a_finished_record_and_reports_the_checks(ui: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, run, _ = ui
+    assert client.post("/chargeback/verify").get_json()["refused"] == (
+        f"run {run.record.meta['run_id']} is not finished yet")
+    run.record.finish(run.ledger, True, "")
+    calls: list[tuple] = []
+
+    def checks(path: Path, *extra: str, timeout: float | None = None) -> tuple[int, list[CheckResult], str]:
+        calls.append((path, extra))
+        return 1, parse_junit(JUNIT), "4 tests"
+
+    monkeypatch.setattr(webui, "check_results", checks)
+    started = client.post("/chargeback/verify").get_json()
+    assert (started["state"], started["refused"], started["run_id"]) == ("running", "", run.record.meta["run_id"])
+    for _ in range(100):  # the greenlet runs when the test yields
+        status = client.get("/chargeback/verify").get_json()
+        if status["state"] != "running":
+            break
+        gevent.sleep(0.01)
+    assert calls == [(run.record.path, ())]
+    assert (status["state"], status["exit_code"], status["counts"]) == (
+        "done", 1, {"passed": 1, "failed": 1, "skipped": 1, "error": 1})
+    assert [r["outcome"] for r in status["results"]] == ["passed", "failed", "skipped", "error"]
