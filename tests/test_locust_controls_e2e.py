@@ -51,7 +51,8 @@ def test_a_users_load_test_shape_drives_the_tier_users(stack: LocalStack, tmp_pa
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     record = RunRecord.load(tmp_path / "latest")
-    assert record.state == COMPLETE
+    assert (record.state, record.meta["simulated_users"], record.meta["scenario_description"]) == (
+        COMPLETE, 4, "Locust's controls: the LoadTestShape TwoSteps; tier weights equal; pattern steady:2/s")
     counts = senders(record)
     assert sum(counts.values()) == 4, counts  # both steps ran
     for tier in ("free", "premium"):  # each tier's simulated users took its identities round-robin

@@ -32,16 +32,22 @@ PLAN = load_plan([str(DEPLOY)])
 T0 = 1_800_000_000.0
 
 
-@pytest.fixture
-def ui(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FlaskClient, Run, Environment]]:
-    """A local runner with the web UI (not serving), the suite's Run and tab registered."""
+def ui_environment(monkeypatch: pytest.MonkeyPatch, web_login: bool = False) -> Environment:
+    """A local runner with the web UI (not serving), the suite's options at their defaults."""
     monkeypatch.setattr(sys, "argv", ["locust"])  # the UI's template reads Locust's options from the command line
     options = parse_options([])
     vars(options).update(scenario="", check=False, tier_weights="", pattern="steady:1/s", duration="",
                          users_per_identity=0)
     environment = Environment(parsed_options=options)
     environment.create_local_runner()
-    environment.create_web_ui("127.0.0.1", 0, delayed_start=True)
+    environment.create_web_ui("127.0.0.1", 0, delayed_start=True, web_login=web_login)
+    return environment
+
+
+@pytest.fixture
+def ui(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FlaskClient, Run, Environment]]:
+    """A local runner with the web UI (not serving), the suite's Run and tab registered."""
+    environment = ui_environment(monkeypatch)
     run = Run.register(environment, PLAN)
     run.record = RunRecord.start(tmp_path / "runs", {"scenario": "seed-demo"}, run.summary)
     webui.register(environment, run)
@@ -214,3 +220,31 @@ def test_verify_needs_a_finished_record_and_reports_the_checks(ui: tuple, monkey
     assert (status["state"], status["exit_code"], status["counts"]) == (
         "done", 1, {"passed": 1, "failed": 1, "skipped": 1, "error": 1})
     assert [r["outcome"] for r in status["results"]] == ["passed", "failed", "skipped", "error"]
+
+
+def test_with_web_login_the_tab_and_the_scenario_choice_need_a_login(monkeypatch: pytest.MonkeyPatch) -> None:
+    environment = ui_environment(monkeypatch, web_login=True)
+    environment.web_ui.app.config["SECRET_KEY"] = "test"
+    environment.web_ui.login_manager.user_loader(lambda user_id: None)
+    run = Run.register(environment, PLAN)
+    webui.register(environment, run)
+    client = environment.web_ui.app.test_client()
+    try:
+        for path in ("/chargeback/table", "/chargeback/scenarios", "/chargeback/verify", "/chargeback/csv"):
+            assert client.get(path).status_code in (302, 401), path
+        assert client.post("/swarm", data={"scenario": "seed-demo"}).status_code in (302, 401)
+        assert environment.parsed_options.scenario == ""  # the hook left the choice alone
+    finally:
+        environment.runner.quit()
+
+
+def test_with_the_class_picker_a_scenario_is_refused_not_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
+    environment = ui_environment(monkeypatch)
+    environment.web_ui.userclass_picker_is_active = True
+    webui.register(environment, Run.register(environment, PLAN))
+    try:
+        answer = environment.web_ui.app.test_client().post("/swarm", data={"scenario": "seed-demo"}).get_json()
+        assert answer["success"] is False and answer["message"] == (
+            "a scenario decides its user classes itself: with --class-picker, choose no scenario")
+    finally:
+        environment.runner.quit()

@@ -29,11 +29,14 @@ log = logging.getLogger("chargeback")
 CONTROLS = "locust"  # the record's scenario when Locust's controls drove the tier users
 
 
-def controls_description(options: Any) -> str:
-    """What Locust's controls asked for."""
-    run_time = f"{options.run_time} s" if options.run_time else "until stopped"
-    return (f"Locust's controls: {options.num_users} users at {options.spawn_rate:g}/s, {run_time}; tier weights "
-            f"{options.tier_weights or 'equal'}; pattern {options.pattern}")
+def controls_description(options: Any, shape: str | None) -> str:
+    """What Locust's controls asked for: users, spawn rate and run time, or the user's LoadTestShape."""
+    if shape:
+        load = f"the LoadTestShape {shape}"
+    else:
+        run_time = f"{options.run_time} s" if options.run_time else "until stopped"
+        load = f"{options.num_users} users at {options.spawn_rate:g}/s, {run_time}"
+    return f"Locust's controls: {load}; tier weights {options.tier_weights or 'equal'}; pattern {options.pattern}"
 
 
 class Refused(Exception):
@@ -46,7 +49,7 @@ class Recorder:
         self.summary = summary
         self.sources = Sources(None, None, None)
 
-    def start(self, options: Any, host: str, scenario: Scenario | None, simulated_users: int,
+    def start(self, options: Any, host: str, scenario: Scenario | None, shape: str | None, simulated_users: int,
               workers: int) -> RunRecord:
         """Preflight, the counters' state before the run, and a record marked running; Refused if any fails."""
         try:  # before any traffic: the spawn waits for this
@@ -59,7 +62,7 @@ class Recorder:
             raise Refused(str(exc)) from None
         record = RunRecord.start(Path(options.runs_dir), {
             "scenario": scenario.name if scenario else CONTROLS,
-            "scenario_description": scenario.description if scenario else controls_description(options),
+            "scenario_description": scenario.description if scenario else controls_description(options, shape),
             "gateway_url": host, "prometheus_url": options.prometheus_url,
             "metrics_url": options.metrics_url, "limitador_url": options.limitador_url, "job": options.job,
             "namespace": self.sources.namespace, "limitador": limitador,

@@ -100,7 +100,9 @@ class Run:
             self.active = True
             return
         try:
-            self.record = self.recorder.start(options, environment.host or "", self.scenario,
+            own_shape = environment.shape_class if self.scenario is None else None  # a user's LoadTestShape
+            shape = type(own_shape).__name__ if own_shape else None
+            self.record = self.recorder.start(options, environment.host or "", self.scenario, shape,
                                               len(self.slots.slots) if self.scenario else options.num_users,
                                               len(self.sync.workers))
         except Refused as exc:
@@ -178,6 +180,8 @@ class Run:
         missing = self.sync.wait_for_finals(self.lost_workers)
         if record is None:
             return
+        if self.scenario is None:  # Locust's controls: how many simulated users took an identity
+            record.meta["simulated_users"] = len(self.slots.slots)
         reasons = [r for r in (unfinished, *self.problems) if r]
         if missing:
             reasons.append(f"no final report from worker(s) {', '.join(missing)}")

@@ -3,7 +3,8 @@ limit markers, CSV, Verify) and the start form's scenario picker, drawn by users
 
 Routes: /chargeback/table (the tab's JSON), /chargeback/csv, /chargeback/scenarios (the picker's choices),
 /chargeback/verify (GET: the checks' status and results; POST: run them on the last run record),
-/chargeback/static/<file>. A POST /swarm first selects its form's `scenario` (users.shape.choose_scenario).
+/chargeback/static/<file>; behind Locust's --web-login when it is on. A POST /swarm first selects its form's
+`scenario` (users.shape.choose_scenario).
 Nothing served holds an API key: the tab reads the Plan's masked summary, never its identities.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import gevent
 from flask import Response, jsonify, request, send_from_directory
+from flask_login import current_user
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING
 
@@ -246,7 +248,12 @@ def register(environment: Environment, run: Run) -> None:
         ValueError. Editing a running test leaves the scenario alone."""
         if request.endpoint != "locust.swarm" or environment.runner.state in (STATE_SPAWNING, STATE_RUNNING):
             return None
+        if web_ui.web_login and not current_user.is_authenticated:  # Locust's view refuses it
+            return None
         options = environment.parsed_options
+        if web_ui.userclass_picker_is_active and request.form.get("scenario"):
+            return jsonify({"success": False, "host": environment.host, "message": (
+                "a scenario decides its user classes itself: with --class-picker, choose no scenario")})
         try:
             for key in CHOICE_OPTIONS:
                 if key in request.form:
@@ -271,19 +278,23 @@ def register(environment: Environment, run: Run) -> None:
         return send_from_directory(STATIC, name, max_age=0)
 
     @app.route("/chargeback/table")
+    @web_ui.auth_required_if_enabled
     def chargeback_table() -> Response:
         return jsonify(tab.table())
 
     @app.route("/chargeback/scenarios")
+    @web_ui.auth_required_if_enabled
     def chargeback_scenarios() -> Response:
         return jsonify({"selected": environment.parsed_options.scenario, "scenarios": scenario_choices(run.plan)})
 
     @app.route("/chargeback/verify", methods=["GET", "POST"])
+    @web_ui.auth_required_if_enabled
     def chargeback_verify() -> Response:
         refused = tab.start_verification() if request.method == "POST" else ""
         return jsonify({**tab.verification.to_json(), "refused": refused})
 
     @app.route("/chargeback/csv")
+    @web_ui.auth_required_if_enabled
     def chargeback_csv() -> Response:
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=[k for k, _ in COLUMNS], extrasaction="ignore")
