@@ -62,24 +62,32 @@ class RegoRule:
 
     def __init__(self, source: str):
         self.source = source
-        self._module = f"package {self.PACKAGE}\n\n{source}"
+        self._interpreter = regopy.Interpreter()  # one per rule, its module added once; each query sets its input
         with _stdout_silenced():  # rego-cpp prints parse errors on stdout; the exception carries them
+            try:
+                self._interpreter.add_module(self.PACKAGE, f"package {self.PACKAGE}\n\n{source}")
+            except regopy.RegoError as exc:
+                raise _rego_error(exc) from None
             self.allows({})  # compile now, so a syntax error is reported at load time
 
     def allows(self, authorization_json: dict[str, Any]) -> bool:
         """True iff `allow` is true for this input (undefined counts as false, as in Authorino)."""
-        interpreter = regopy.Interpreter()
+        interpreter = self._interpreter
         try:
-            interpreter.add_module(self.PACKAGE, self._module)
             interpreter.set_input_term(json.dumps(authorization_json))
             output = interpreter.query(f"data.{self.PACKAGE}.allow")
         except regopy.RegoError as exc:
-            messages = re.findall(r"errormsg \d+:([^)]*)\)", str(exc))
-            raise ExpressionError(f"Rego error: {'; '.join(dict.fromkeys(messages)) or _first_line(exc)}") from None
+            raise _rego_error(exc) from None
         if not output.ok():
             raise ExpressionError(f"Rego error: {_first_line(str(output))}")
         text = str(output)
         return text != "undefined" and json.loads(text).get("expressions") == [True]
+
+
+def _rego_error(exc: Exception) -> ExpressionError:
+    """rego-cpp's error messages, once each, in one line."""
+    messages = re.findall(r"errormsg \d+:([^)]*)\)", str(exc))
+    return ExpressionError(f"Rego error: {'; '.join(dict.fromkeys(messages)) or _first_line(exc)}")
 
 
 _SELECTOR_SPLIT = re.compile(r"(?<!\\)\.")

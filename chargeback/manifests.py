@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, when PyYAML has it: 8x faster
+
 
 class ManifestError(ValueError):
     """Bad input in a manifest; the message is one line naming the file and the field."""
@@ -57,7 +59,7 @@ def load_documents(paths: Iterable[str | Path]) -> list[Document]:
     documents: list[Document] = []
     for path in _yaml_files(paths):
         try:
-            loaded = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+            loaded = list(yaml.load_all(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER))
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from chargeback.manifests import SAFE_LOADER
 from chargeback.plan import parse_window
 
 from .model import CREDENTIALS, ENDPOINTS, Scenario, Stream
@@ -38,7 +39,7 @@ class ScenarioFileError(ValueError):
 def load_scenarios(path: Path, source: str | None = None) -> list[Scenario]:
     """The scenarios a file declares."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
     except OSError as exc:
         raise ScenarioFileError(f"{path}: cannot read: {exc.strerror}") from None
     except yaml.MarkedYAMLError as exc:
