@@ -39,3 +39,4 @@ bench: setup
 	$(PY) bench/gateway_speed.py
 	$(PY) bench/ledger_overhead.py
 	$(PY) bench/verdict_latency.py
+	$(PY) bench/plan_scale.py
