@@ -1,4 +1,5 @@
-# `make test` and `make demo` do their own set-up: Debian's prometheus (and chromium and curl for the tests) when
+# `make test` and `make demo` do their own set-up: Debian's prometheus (and chromium, curl and iproute2 for the tests:
+# the distributed test puts master, workers and gateway in network namespaces of their own) when
 # missing, then a virtual environment in .venv with this package (editable) and the pinned Python packages.
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +18,8 @@ setup: $(PY)
 	$(PY) -m pip install -q -r requirements.txt -e .
 
 test-setup: setup
-	@command -v chromium >/dev/null && command -v curl >/dev/null || ($(APT_INSTALL) chromium curl)
+	@command -v chromium >/dev/null && command -v curl >/dev/null && command -v ip >/dev/null || \
+		($(APT_INSTALL) chromium curl iproute2)
 
 test: test-setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)

@@ -26,6 +26,12 @@ from gateway_speed import (
     running,
 )
 
+REPO_ROOT = BENCH_DIR.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from chargeback.record import RecordError, RunRecord  # noqa: E402
+
 SCENARIO = "bench-max-rate"  # registered by bench/locust_tiers.py
 SECONDS_ENV = "LEDGER_BENCH_SECONDS"  # the scenario's duration, read by bench/locust_tiers.py
 TARGET_RATIO = 0.9
@@ -53,13 +59,12 @@ def run_tiers(url: str, workdir: Path, seconds: int) -> TierRun:
     latest = runs / "latest"
     try:
         entries = json.loads(Path(f"{final}.json").read_text())
-        meta = json.loads((latest / "record.json").read_text())
-        ledger = json.loads((latest / "ledger.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        record = RunRecord.load(latest)
+    except (OSError, json.JSONDecodeError, RecordError) as exc:
         raise RuntimeError(f"tier run: {exc}") from None
-    return TierRun(rate, sum(entry["num_requests"] for entry in entries), meta["simulated_users"], meta["state"],
-                   len(ledger), sum(account["sent"] for account in ledger),
-                   sum(account["total_tokens"] for account in ledger))
+    accounts = record.ledger.accounts.values()
+    return TierRun(rate, sum(entry["num_requests"] for entry in entries), record.meta["simulated_users"],
+                   record.state, len(accounts), sum(a.sent for a in accounts), sum(a.total_tokens for a in accounts))
 
 
 def report(bare: float, tiers: TierRun) -> None:

@@ -38,6 +38,15 @@ def secrets_manifest(count: int) -> str:
         f"stringData:\n  api_key: u{i}-bench-key\ntype: Opaque\n" for i in range(count))
 
 
+def write_policy(folder: Path, count: int) -> Path:
+    """`folder` with `count` API-key Secrets beside the demo's AuthPolicy, RateLimitPolicy and prices."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "api-keys.yaml").write_text(secrets_manifest(count))
+    for name in POLICIES:
+        shutil.copy(REPO_ROOT / "deploy" / "kuadrant" / name, folder / name)
+    return folder
+
+
 def timed(label: str, count: int, work: Callable[[], T]) -> T:
     """Run `work()`, print its seconds and microseconds per identity; its result."""
     start = time.perf_counter()
@@ -51,9 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     count = parse_count(argv, __doc__, "--identities", 10_000, "API-key Secrets to generate (default 10000)")
 
     def body(workdir: Path) -> None:
-        (workdir / "api-keys.yaml").write_text(secrets_manifest(count))
-        for name in POLICIES:
-            shutil.copy(REPO_ROOT / "deploy" / "kuadrant" / name, workdir / name)
+        write_policy(workdir, count)
         plan = timed(f"load_plan ({count} identities)", count, lambda: load_plan([workdir]))
         if len(plan.identities) != count or not all(i.known and i.allowed for i in plan.identities):
             raise RuntimeError(f"the Plan has {len(plan.identities)} identities, not {count} valid ones")

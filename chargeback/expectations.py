@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from itertools import product
 from typing import Any, NamedTuple
 
-from .ledger import ANY_SENDER, AUTHORIZED, LIMITED, MAYBE
+import numpy as np
+
+from .ledger import ANY_SENDER, AUTHORIZED, LIMITED, MAYBE, Timeline
 from .plan import Rate
 
 EDGE = 0.005  # seconds of margin between two clocks (two senders) before the model calls two moments ordered
@@ -148,12 +150,24 @@ def _step(state: State, rates: tuple[Rate, ...], sent: float,
     return outcomes, edge
 
 
-def predict(requests: list[Request], rates: list[Rate], prior: Prior) -> Prediction:
+def predict(requests: Timeline, rates: list[Rate], prior: Prior) -> Prediction:
     """The authorized and limited calls over every world, whatever the client was answered."""
     rates_t = tuple(rates)
+    scan = _Scan(requests)
     worlds = {state: (0, 0, 0, 0) for state in prior.states}  # state -> authorized lo, hi, limited lo, hi
-    for sent, done, outcome, _ in sorted(requests):
+    index = 0
+    while index < len(requests):
+        end = scan.stretch_end(worlds, rates_t, index, len(requests))
         following: dict[State, tuple[int, int, int, int]] = {}
+        if end > index:  # decided without branching: one step
+            n = end - index
+            for state, (a_lo, a_hi, l_lo, l_hi) in worlds.items():
+                after, authorized = _through_stretch(state, rates_t, n)
+                _merge(following, after, (a_lo + authorized, a_hi + authorized, l_lo + n - authorized,
+                                          l_hi + n - authorized))
+            worlds, index = following, end
+            continue
+        sent, done, outcome, _ = scan.request(index)
         for state, totals in worlds.items():
             if outcome == MAYBE:
                 _merge(following, state, totals)  # it may never have reached the limiter
@@ -161,7 +175,7 @@ def predict(requests: list[Request], rates: list[Rate], prior: Prior) -> Predict
                 a_lo, a_hi, l_lo, l_hi = totals
                 added = (a_lo + 1, a_hi + 1, l_lo, l_hi) if result == AUTHORIZED else (a_lo, a_hi, l_lo + 1, l_hi + 1)
                 _merge(following, after, added)
-        worlds = following
+        worlds, index = following, index + 1
         if len(worlds) > MAX_WORLDS:
             reaching = len(requests)
             return Prediction((0, reaching), (0, reaching), modelled=False, why_range="too many open possibilities")
@@ -169,6 +183,95 @@ def predict(requests: list[Request], rates: list[Rate], prior: Prior) -> Predict
     why = Prediction.why_range if prior.exact else f"{Prediction.why_range}; {prior.source}"
     return Prediction((min(t[0] for t in totals), max(t[1] for t in totals)),
                       (min(t[2] for t in totals), max(t[3] for t in totals)), why_range=why)
+
+
+def _through_stretch(state: State, rates: tuple[Rate, ...], n: int) -> tuple[State, int]:
+    """An exact state after `n` requests that all find its windows open: the first ones authorized while every
+    rate has room, the rest limited (consuming nothing). The state after them, and how many were authorized."""
+    authorized = min([n, *(max(r.limit - w[2], 0) for w, r in zip(state, rates))])
+    return tuple((w[0], w[1], w[2] + authorized, w[3] + authorized) for w in state), authorized
+
+
+class _Scan:
+    """A timeline, with what the model looks up in it: where the next MAYBE is, where each group of requests in
+    flight together starts, how many answers were 200 and 429 before each position."""
+
+    def __init__(self, requests: Timeline):
+        self.requests = requests
+        self.maybe = np.flatnonzero(requests.outcome == MAYBE)
+        self._starts: np.ndarray | None = None
+        self._seen: tuple[np.ndarray, np.ndarray] | None = None
+
+    def request(self, index: int) -> Request:
+        r = self.requests
+        return Request(float(r.sent[index]), float(r.done[index]), str(r.outcome[index]), int(r.sender[index]))
+
+    def stretch_end(self, states: Iterable[State], rates: tuple[Rate, ...], index: int, limit: int) -> int:
+        """The end of the requests from `index` that no world branches on: every state exact with its windows
+        open, no MAYBE, each request answered (with EDGE to spare) before the first of those windows expires."""
+        expiry = float("inf")
+        for state in states:
+            for window, rate in zip(state, rates):
+                if window is None or window[2] != window[3]:
+                    return index
+                expiry = min(expiry, window[0] + rate.window)
+        following = np.searchsorted(self.maybe, index)
+        if following < len(self.maybe):
+            limit = min(limit, int(self.maybe[following]))
+        return _first_at_least(self.requests.done, EDGE, expiry, index, limit)
+
+    @property
+    def starts(self) -> np.ndarray:
+        """The position where each group of requests in flight together starts, and len(requests) at the end."""
+        if self._starts is None:
+            self._starts = _group_starts(self.requests)
+        return self._starts
+
+    @property
+    def seen(self) -> tuple[np.ndarray, np.ndarray]:
+        """How many answers were 200 (and 429) before each position (len + 1 entries)."""
+        if self._seen is None:
+            outcome = self.requests.outcome
+            self._seen = tuple(np.concatenate(([0], np.cumsum(outcome == o))) for o in (AUTHORIZED, LIMITED))
+        return self._seen
+
+
+def _first_at_least(values: np.ndarray, margin: float, threshold: float, start: int, limit: int) -> int:
+    """The first position in [start, limit) where values + margin >= threshold, else limit; looked up in growing
+    chunks, so the cost follows the distance found, not the array's length."""
+    size = 64
+    while start < limit:
+        end = min(start + size, limit)
+        hits = np.flatnonzero(values[start:end] + margin >= threshold)
+        if hits.size:
+            return start + int(hits[0])
+        start, size = end, size * 2
+    return limit
+
+
+def _group_starts(requests: Timeline) -> np.ndarray:
+    """Where each group of requests in flight together starts (a request joins the group before it when it was sent
+    while one of the group was in flight, see `_joins`), and len(requests) at the end: decided for the whole
+    timeline at once where the answers' running maximum settles it, request by request only where it does not."""
+    n = len(requests)
+    if n == 0:
+        return np.zeros(1, dtype=np.int64)
+    sent, done, sender = requests.sent, requests.done, requests.sender
+    latest = np.maximum.accumulate(done)[:-1]  # the latest answer before each request (from the second on)
+    one_sender = sender[0] if (sender == sender[0]).all() else None
+    if one_sender is not None:  # every group's latest answer is then `latest`, with one margin
+        margin = 0.0 if one_sender != ANY_SENDER else EDGE
+        return np.concatenate(([0], np.flatnonzero(sent[1:] >= latest + margin) + 1, [n]))
+    starts = sent[1:] >= latest + EDGE  # after every answer so far, whatever the clocks: a new group
+    joins = sent[1:] < done[:-1]  # sent before the previous request was answered: the same group
+    definite = np.concatenate(([0], np.flatnonzero(starts) + 1))
+    added: list[int] = []
+    for position in (np.flatnonzero(~starts & ~joins) + 1).tolist():  # in order: each may join the group before it
+        first = int(definite[np.searchsorted(definite, position) - 1])
+        if not _joins(requests, max(first, added[-1]) if added else first, position):
+            added.append(position)
+    found = np.union1d(definite, added) if added else definite
+    return np.concatenate((found, [n]))
 
 
 def _merge(worlds: dict[State, tuple[int, int, int, int]], state: State, totals: tuple[int, int, int, int]) -> None:
@@ -187,7 +290,7 @@ class _Pending(NamedTuple):
     full: frozenset[int]
 
 
-def explain(requests: list[Request], rates: list[Rate], prior: Prior) -> Explanation:
+def explain(requests: Timeline, rates: list[Rate], prior: Prior) -> Explanation:
     """Whether some world gives the client's answers: per group of requests in flight together, the number of
     200s and 429s; a lone request's answer exactly."""
     followed = follow(requests, rates, set(prior.states))
@@ -196,46 +299,63 @@ def explain(requests: list[Request], rates: list[Rate], prior: Prior) -> Explana
     return Explanation(followed[1] is None, followed[1])
 
 
-def follow(requests: list[Request], rates: list[Rate],
+def follow(requests: Timeline, rates: list[Rate],
            states: set[State]) -> tuple[set[State], Unexplained | None] | None:
     """The states the requests can leave, keeping only the worlds that give their answers; the first group of
     requests no world explains (the states just before it are returned then); None past MAX_WORLDS."""
     rates_t = tuple(rates)
-    ordered = sorted(requests)
-    index = 0
-    while index < len(ordered):
-        last = _group_end(ordered, index)
-        group = ordered[index:last + 1]
-        pending = _through_group(states, rates_t, group)
+    scan = _Scan(requests)
+    starts = scan.starts
+    group = 0
+    while group < len(starts) - 1:
+        index = int(starts[group])
+        end = scan.stretch_end(states, rates_t, index, len(requests))
+        last_whole = int(np.searchsorted(starts, end, side="right")) - 1  # groups before it lie inside the stretch
+        if last_whole > group:
+            explained = min(_explained_groups(scan, state, rates_t, group, last_whole) for state in states)
+            if explained > group:  # every world gives these groups' answers: one step through them
+                n = int(starts[explained]) - index
+                states = {_through_stretch(state, rates_t, n)[0] for state in states}
+                group = explained
+                continue
+        members = [scan.request(i) for i in range(index, int(starts[group + 1]))]
+        pending = _through_group(states, rates_t, members)
         if pending is None:
             return None
-        seen_a = sum(1 for r in group if r.outcome == AUTHORIZED)
-        seen_l = sum(1 for r in group if r.outcome == LIMITED)
+        seen_a = sum(1 for r in members if r.outcome == AUTHORIZED)
+        seen_l = sum(1 for r in members if r.outcome == LIMITED)
         kept = {p.state for p in pending
-                if p.authorized >= seen_a and p.limited >= seen_l or (p.edge and len(group) > 1)}
+                if p.authorized >= seen_a and p.limited >= seen_l or (p.edge and len(members) > 1)}
         if not kept:
             full = frozenset().union(*(p.full for p in pending))
             return states, Unexplained(
-                index + 1, last + 1, (group[0].sent, group[-1].sent), seen_a, seen_l,
+                index + 1, index + len(members), (members[0].sent, members[-1].sent), seen_a, seen_l,
                 (min(p.authorized for p in pending), max(p.authorized for p in pending)),
                 tuple(rates_t[i].label for i in sorted(full)))
         states = kept
-        index = last + 1
+        group += 1
     return states, None
 
 
-def _group_end(ordered: list[Request], first: int) -> int:
-    """The last of the requests in flight together with `ordered[first]`, directly or through others: each sent
-    before another ended (by its sender's clock; with EDGE to spare against another sender's)."""
-    ends = {ordered[first].sender: ordered[first].done}
-    last = first
-    while last + 1 < len(ordered):
-        sent, _, _, sender = ordered[last + 1]
-        if not any(sent < end + (0.0 if who == sender != ANY_SENDER else EDGE) for who, end in ends.items()):
-            break
-        last += 1
-        ends[sender] = max(ends.get(sender, sent), ordered[last].done)
-    return last
+def _explained_groups(scan: _Scan, state: State, rates: tuple[Rate, ...], first: int, end: int) -> int:
+    """How far (a group index up to `end`) an exact state that no request of groups first..end-1 branches on
+    gives their answers: it authorizes the first requests while every rate has room, and limits the rest."""
+    starts = scan.starts[first:end + 1]
+    room = min([int(starts[-1] - starts[0]), *(max(r.limit - w[2], 0) for w, r in zip(state, rates))])
+    size = np.diff(starts)
+    authorized = np.clip(room - (starts[:-1] - starts[0]), 0, size)
+    seen_a, seen_l = (seen[starts[1:]] - seen[starts[:-1]] for seen in scan.seen)
+    wrong = np.flatnonzero((authorized < seen_a) | (size - authorized < seen_l))
+    return first + int(wrong[0]) if wrong.size else end
+
+
+def _joins(requests: Timeline, first: int, position: int) -> bool:
+    """Whether request `position` was sent while one of the group first..position-1 was in flight (by its
+    sender's clock; with EDGE to spare against another sender's)."""
+    me = requests.sender[position]
+    senders = requests.sender[first:position]
+    margin = np.where((senders == me) & (me != ANY_SENDER), 0.0, EDGE)
+    return bool((requests.sent[position] < requests.done[first:position] + margin).any())
 
 
 def _through_group(states: Iterable[State], rates: tuple[Rate, ...], group: list[Request]) -> set[_Pending] | None:
@@ -257,40 +377,37 @@ def _through_group(states: Iterable[State], rates: tuple[Rate, ...], group: list
     return pending
 
 
-def most_authorized(requests: list[Request], rate: Rate, index: int, prior: Prior) -> tuple[int, int]:
+def most_authorized(requests: Timeline, rate: Rate, index: int, prior: Prior) -> tuple[int, int]:
     """(the most calls `rate` lets through over the requests' times, the windows that takes), over the prior's
     states: the room left in a window open before the run, then `limit` per window the timeline could open, each
     opening as early as a request could arrive."""
     best = (0, 0)
-    times = sorted((r.sent, r.done) for r in requests)
     for state in prior.states:
         window = state[index]
         room, opens_from = 0, float("-inf")
         if window is not None:
             room, opens_from = max(rate.limit - window[2], 0), window[0] + rate.window
-        windows = _most_windows(times, rate.window, opens_from)
+        windows = _most_windows(requests.sent, requests.done, rate.window, opens_from)
         best = max(best, (room + rate.limit * windows, windows + (window is not None)))
     return best
 
 
-def _most_windows(times: list[tuple[float, float]], length: float, opens_from: float) -> int:
+def _most_windows(sent: np.ndarray, done: np.ndarray, length: float, opens_from: float) -> int:
     """How many windows of `length` the requests (sent, done), sorted by send time, could open, the first no
-    earlier than `opens_from`: each opens at the earliest moment a request could arrive after the previous one."""
+    earlier than `opens_from`: each opens at the earliest moment a request could arrive after the previous one
+    (while one is in flight at that moment, then; else when the next is sent)."""
     count, position, next_open = 0, 0, opens_from
     while True:
-        opening = None
-        for sent, done in times[position:]:  # the earliest arrival at or after next_open
-            if done >= next_open:
-                arrival = max(sent, next_open)
-                opening = arrival if opening is None else min(opening, arrival)
-            if sent >= next_open:
-                break
-        if opening is None:
+        sent_after = int(np.searchsorted(sent, next_open))  # the first request sent at or after next_open
+        in_flight = _first_at_least(done, 0.0, next_open, position, sent_after)
+        if in_flight < sent_after:
+            opening = next_open
+        elif sent_after < len(sent):
+            opening = float(sent[sent_after])
+        else:
             return count
         count += 1
-        next_open = opening + max(length, EDGE)
-        while position < len(times) and times[position][1] < next_open:
-            position += 1
+        position, next_open = in_flight, opening + max(length, EDGE)
 
 
 def under_token_limits(p: Prediction) -> Prediction:

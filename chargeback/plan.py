@@ -5,6 +5,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -140,10 +141,14 @@ class Plan:
     sources: list[str] = field(default_factory=list)
 
     def identity(self, user: str) -> Identity:
-        for identity in self.identities:
-            if identity.user == user:
-                return identity
-        raise KeyError(f"no identity for user {user!r} in {', '.join(self.sources)}")
+        found = self._by_user.get(user)
+        if found is None:
+            raise KeyError(f"no identity for user {user!r} in {', '.join(self.sources)}")
+        return found
+
+    @cached_property
+    def _by_user(self) -> dict[str, Identity]:
+        return {i.user: i for i in self.identities}
 
     def limits_for(self, identity: Identity) -> list[Limit]:
         """The limits whose predicates hold for this identity (per-request limits excluded)."""

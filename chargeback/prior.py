@@ -12,7 +12,8 @@ from bisect import bisect_left, bisect_right
 from typing import Any
 
 from .counters import counter_identity, in_namespace
-from .expectations import AUTHORIZED, EDGE, Prior, Request, follow
+from .expectations import EDGE, Prior, follow
+from .ledger import ANY_SENDER, AUTHORIZED, Timeline
 from .limits import descriptor
 from .plan import Rate
 from .prometheus import PrometheusSource
@@ -85,7 +86,7 @@ def _replay(rates: list[Rate], scrapes: dict[tuple, list[float]], counters: dict
         latest = max(latest, hi)
     if reset is None:
         return Prior.unknown(rates, at, "the counters' history does not show when the windows before the run opened")
-    followed = follow([Request(lo, hi, AUTHORIZED) for lo, hi in calls if hi > reset], rates,
+    followed = follow(Timeline.of((lo, hi, AUTHORIZED, ANY_SENDER) for lo, hi in calls if hi > reset), rates,
                       {(None,) * len(rates)})
     if followed is None or followed[1] is not None:
         return Prior.unknown(rates, at, "the counters' history before the run does not follow the policy "

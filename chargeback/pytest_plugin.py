@@ -9,8 +9,11 @@ Fixtures: `verification` (everything `chargeback.verify` put side by side), and 
 (every user of the run), `plan_user_case` (every identity of the Plan in the run), `token_case` (users whose token
 counters can be compared), `limit_case` (a `LimitCase`: a user and one rate of a limit that applies to it) and
 `group_case` (a billed group's `GroupCount`). `expect(verdict)` turns a `chargeback.verdicts.Verdict` into a pass,
-a failure (title and table, no traceback) or a skip. Without `--run` the plugin stays out of the way: a test that
-asks for its fixtures is a usage error.
+a failure (title and table, no traceback) or a skip. The batched twins `users_case`, `plan_users_case`,
+`tokens_case` and `limits_case` give a list: one case while the run has at most 200 users (the same test ids), a
+tier's cases beyond, so that ten thousand identities make a few dozen tests rather than fifty thousand;
+`expect_each(verdicts)` fails naming every failing case. The built-in checks use them. Without `--run` the plugin
+stays out of the way: a test that asks for its fixtures is a usage error.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +38,10 @@ from .verify import GroupCount, UserCheck, Verification, VerifyError, format_tab
 
 _VERIFICATION = pytest.StashKey[Verification]()
 CASES = ("user_case", "plan_user_case", "token_case", "limit_case", "group_case")
+BATCHED = {"users_case": "user_case", "plan_users_case": "plan_user_case", "tokens_case": "token_case",
+           "limits_case": "limit_case"}  # a batch of cases -> the case fixture of one
+PER_USER_UP_TO = 200  # users of a run up to which the batched fixtures give one case a test
+FAILURES_LISTED = 20  # cases a failed batch names
 NEEDS_RUN = "the checks need --run runs/<run-id> (or runs/latest)"
 
 
@@ -67,7 +75,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--partial", action="store_true", default=False,
                     help="reconcile an incomplete run for what its record holds (the header says so)")
     group.addoption("--limiter-timeout", type=float, default=LIMITER_TIMEOUT, metavar="SECONDS",
-                    help="a request without an answer but in flight longer than this was decided by the limiter "
+                    help="a request without an answer but in flight longer than this, plus the slowest 401/403/429 "
+                         "of the run, was decided by the limiter "
                          f"(the gateway's rate-limit timeout; default {LIMITER_TIMEOUT:g})")
 
 
@@ -96,7 +105,7 @@ def verification_of(config: pytest.Config) -> Verification:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Without --run, a test that asks for the plugin's fixtures is a usage error (one line, exit 4)."""
-    fixtures = {"verification", *CASES}
+    fixtures = {"verification", *CASES, *BATCHED}
     if _VERIFICATION not in config.stash and any(fixtures & set(getattr(i, "fixturenames", ())) for i in items):
         raise pytest.UsageError(NEEDS_RUN)
 
@@ -120,22 +129,43 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """One test per case of each case fixture the test asks for."""
-    asked = [name for name in CASES if name in metafunc.fixturenames]
+    """One test per case of each case fixture the test asks for; per batch of cases for the batched fixtures (one
+    case a batch up to PER_USER_UP_TO users, else a tier's cases)."""
+    asked = [name for name in (*CASES, *BATCHED) if name in metafunc.fixturenames]
     if not asked or _VERIFICATION not in metafunc.config.stash:  # without --run: a usage error once collected
         return
     v = metafunc.config.stash[_VERIFICATION]
-    users = sorted(v.users.items())
-    params: dict[str, list] = {
-        "user_case": [u for u, _ in users],
-        "plan_user_case": [u for u, c in users if c.tier is not None] or [None],
-        "token_case": [u for u, c in users if c.server_tokens is not None] or [None],
-        "limit_case": [(u, i) for u, c in users for i in range(len(c.rates))],
-        "group_case": sorted(v.groups),
-    }
-    ids = {"limit_case": [f"{u}-{v.users[u].rates[i].limit_name}" for u, i in params["limit_case"]]}
+    cases = _cases(v)
     for name in asked:
-        metafunc.parametrize(name, params[name], indirect=True, ids=ids.get(name))
+        if name in BATCHED:
+            single = cases[BATCHED[name]]
+            batches = _batches(v, single) if single != [(None, None)] else [(None, None)]
+            metafunc.parametrize(name, [b for _, b in batches], indirect=True, ids=[i for i, _ in batches])
+        else:
+            metafunc.parametrize(name, [p for _, p in cases[name]], indirect=True, ids=[i for i, _ in cases[name]])
+
+
+def _cases(v: Verification) -> dict[str, list[tuple[str | None, Any]]]:
+    """Per case fixture: (test id, parameter) of each case; (None, None) where a fixture has none and says why."""
+    users = sorted(v.users.items())
+    return {
+        "user_case": [(u, u) for u, _ in users],
+        "plan_user_case": [(u, u) for u, c in users if c.tier is not None] or [(None, None)],
+        "token_case": [(u, u) for u, c in users if c.server_tokens is not None] or [(None, None)],
+        "limit_case": [(f"{u}-{r.limit_name}", (u, i)) for u, c in users for i, r in enumerate(c.rates)],
+        "group_case": [(g, g) for g in sorted(v.groups)],
+    }
+
+
+def _batches(v: Verification, cases: list[tuple[str | None, Any]]) -> list[tuple[str, tuple]]:
+    """Each case alone while the run has at most PER_USER_UP_TO users; else the cases of each tier together."""
+    if len(v.users) <= PER_USER_UP_TO:
+        return [(i, (p,)) for i, p in cases]
+    tiers: dict[str, list] = {}
+    for _, param in cases:
+        user = param[0] if isinstance(param, tuple) else param
+        tiers.setdefault(v.users[user].tier or "(none)", []).append(param)
+    return [(f"tier {tier}, {len(params)} cases", tuple(params)) for tier, params in sorted(tiers.items())]
 
 
 @pytest.fixture(scope="session")
@@ -179,6 +209,54 @@ def limit_case(request: pytest.FixtureRequest, verification: Verification) -> Li
 def group_case(request: pytest.FixtureRequest, verification: Verification) -> GroupCount:
     """One group the server billed (or the client's tier of the users in it)."""
     return verification.groups[request.param]
+
+
+@pytest.fixture
+def users_case(request: pytest.FixtureRequest, verification: Verification) -> list[UserCheck]:
+    """A batch of `user_case`s: one user, or a tier's users when the run has more than PER_USER_UP_TO."""
+    return [verification.users[u] for u in request.param]
+
+
+@pytest.fixture
+def plan_users_case(request: pytest.FixtureRequest, verification: Verification) -> list[UserCheck]:
+    """A batch of `plan_user_case`s."""
+    if request.param is None:
+        pytest.skip("cannot decide: no identity of the Plan in this run")
+    return [verification.users[u] for u in request.param]
+
+
+@pytest.fixture
+def tokens_case(request: pytest.FixtureRequest, verification: Verification) -> list[UserCheck]:
+    """A batch of `token_case`s."""
+    if request.param is None:
+        pytest.skip(f"no token counters to compare (no token limit applies, or the {verification.schema.name} "
+                    "schema has none)")
+    return [verification.users[u] for u in request.param]
+
+
+@pytest.fixture
+def limits_case(request: pytest.FixtureRequest, verification: Verification) -> list[LimitCase]:
+    """A batch of `limit_case`s."""
+    return [LimitCase(verification.users[u], verification.users[u].rates[i]) for u, i in request.param]
+
+
+def expect_each(verdicts: list[Verdict]) -> None:
+    """A batch's verdicts: one as `expect`; several fail when any fails (naming every case that does, with their
+    tables' rows, FAILURES_LISTED at most), else are skipped when any cannot be decided (saying why), else pass."""
+    if len(verdicts) == 1:
+        return expect(verdicts[0])
+    failed = [v for v in verdicts if v.state == FAILS]
+    if failed:
+        named = "\n".join(f"- {v.title}" for v in failed[:FAILURES_LISTED])
+        more = f"\n- ... and {len(failed) - FAILURES_LISTED} more" if len(failed) > FAILURES_LISTED else ""
+        rows = [row for v in failed[:FAILURES_LISTED] for row in v.rows]
+        table = f"\n{format_table(rows)}" if rows else ""
+        pytest.fail(f"{len(failed)} of {len(verdicts)} cases fail:\n{named}{more}{table}", pytrace=False)
+    open_ = [v for v in verdicts if v.state != HOLDS]
+    if open_:
+        pytest.skip(f"{len(open_)} of {len(verdicts)} cases cannot be decided (the others hold), the first: "
+                    f"{open_[0].title}")
+    return None
 
 
 def expect(verdict: Verdict) -> None:

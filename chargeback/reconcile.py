@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .ledger import AUTHORIZED, DECIDED, LIMITED, LIMITER_TIMEOUT, MAYBE
+import numpy as np
+
+from .ledger import AUTHORIZED, DECIDED, LIMITED, LIMITER_TIMEOUT, MAYBE, NOT_REACHED, Timeline
 
 UNBOUNDED = 10**12
 
@@ -50,34 +52,29 @@ class Counted:
         return str(lo) if lo == hi else f"{lo}.." + ("" if hi >= UNBOUNDED else str(hi))
 
 
-def counted(outcomes: list[tuple[float, float, str, int]], covers: tuple[float, float],
-            limiter_timeout: float = LIMITER_TIMEOUT, open_ended: bool = False) -> Counted:
+def counted(timeline: Timeline, covers: tuple[float, float], limiter_timeout: float = LIMITER_TIMEOUT,
+            open_ended: bool = False) -> Counted:
     """The bounds for one identity's requests (sent, answered, limiter outcome) against a snapshot covering
     `covers`; `open_ended` when the ledger may lack requests (a lost worker): then only the lower bounds hold."""
     complete, cutoff = covers
-    sure = {AUTHORIZED: 0, LIMITED: 0, DECIDED: 0}
-    maybe = {AUTHORIZED: 0, LIMITED: 0, DECIDED: 0}
-    for sent, done, outcome, _ in outcomes:
-        if outcome not in (AUTHORIZED, LIMITED, DECIDED, MAYBE) or sent > cutoff:
-            continue
-        decided_by = sent + limiter_timeout if outcome == DECIDED else done
-        kind = DECIDED if outcome == MAYBE else outcome
-        if outcome != MAYBE and decided_by <= complete:
-            sure[kind] += 1
-        else:
-            maybe[kind] += 1
-    extra = UNBOUNDED if open_ended else 0
-    return Counted((sure[AUTHORIZED], sure[AUTHORIZED] + maybe[AUTHORIZED] + extra),
-                   (sure[LIMITED], sure[LIMITED] + maybe[LIMITED] + extra),
-                   (sure[DECIDED], sure[DECIDED] + maybe[DECIDED] + extra))
+    t = timeline.where((timeline.sent <= cutoff) & (timeline.outcome != NOT_REACHED))
+    decided_by = np.where(t.outcome == DECIDED, t.sent + limiter_timeout, t.done)
+    sure = (t.outcome != MAYBE) & (decided_by <= complete)
+    kind = np.where(t.outcome == MAYBE, DECIDED, t.outcome)
+
+    def bounds(outcome: str) -> tuple[int, int]:
+        of_kind = kind == outcome
+        certain = int(np.count_nonzero(of_kind & sure))
+        return certain, int(np.count_nonzero(of_kind)) + (UNBOUNDED if open_ended else 0)
+
+    return Counted(bounds(AUTHORIZED), bounds(LIMITED), bounds(DECIDED))
 
 
-def foreign_range(increments: list[tuple[float, float, int]],
-                  outcomes: list[tuple[float, float, str, int]]) -> tuple[float, float] | None:
+def foreign_range(increments: list[tuple[float, float, int]], timeline: Timeline) -> tuple[float, float] | None:
     """When the calls the run did not send were counted: from the first to the last scrape interval (start, end,
     calls counted) in which the server counted more calls than the run had in flight; None if no interval shows it
     (they came in the same intervals as the run's own)."""
-    reaching = [(sent, done) for sent, done, outcome, _ in outcomes if outcome in (AUTHORIZED, LIMITED, DECIDED, MAYBE)]
+    reaching = timeline.reaching()
     extra = [(start, end) for start, end, calls in increments
-             if calls > sum(1 for sent, done in reaching if sent <= end and done > start)]
+             if calls > np.count_nonzero((reaching.sent <= end) & (reaching.done > start))]
     return (extra[0][0], extra[-1][1]) if extra else None

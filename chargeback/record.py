@@ -5,16 +5,20 @@ import json
 import os
 import secrets
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .counters import Snapshot
-from .ledger import Ledger
+from .ledger import ANY_SENDER, COLUMNS, COUNTS, Account, Ledger
 from .summary import PlanSummary
 
 RECORD_FILE = "record.json"
-LEDGER_FILE = "ledger.json"
+LEDGER_FILE = "ledger.npz"  # numpy's format: the accounts' totals, and every request in four columns
+OLD_LEDGER_FILE = "ledger.json"  # what versions before 0.11 wrote
 SNAPSHOTS_FILE = "snapshots.json"
 RUNNING, COMPLETE, INCOMPLETE = "running", "complete", "incomplete"
 
@@ -30,6 +34,71 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_ledger_atomic(path: Path, ledger: Ledger) -> None:
+    """The ledger in numpy's .npz format (22 bytes per request: sent, answered, status, sender; the accounts' rows
+    in user order), each request column streamed account by account (no copy of it in memory), written beside
+    `path` and renamed over it."""
+    accounts = sorted(ledger.accounts.values(), key=lambda a: a.user)
+    times = [[np.nan if t is None else t for t in (a.first, a.last)] for a in accounts]
+    tables = {"user": np.array([a.user for a in accounts], dtype=str),
+              "tier": np.array([a.tier for a in accounts], dtype=str),
+              "totals": np.array([[getattr(a, n) for n in COUNTS] for a in accounts], dtype=np.int64),
+              "first_last": np.array(times, dtype=np.float64).reshape(-1, 2),
+              "requests": np.array([len(a.columns[0]) for a in accounts], dtype=np.int64)}
+    requests = int(tables["requests"].sum())
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
+        for name, table in tables.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as file:
+                np.lib.format.write_array(file, table, allow_pickle=False)
+        for i, (name, typecode) in enumerate(COLUMNS):
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as file:
+                header = {"descr": np.dtype(typecode).str, "fortran_order": False, "shape": (requests,)}
+                np.lib.format.write_array_header_2_0(file, header)
+                for account in accounts:
+                    file.write(account.columns[i])
+    os.replace(tmp, path)
+
+
+def read_ledger(path: Path) -> Ledger:
+    """The ledger `write_ledger_atomic` wrote, one column at a time; RecordError naming the file if it is missing
+    or unreadable."""
+    ledger = Ledger()
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            requests, totals, first_last = data["requests"], data["totals"].tolist(), data["first_last"].tolist()
+            for user, tier, counts, times in zip(data["user"].tolist(), data["tier"].tolist(), totals, first_last):
+                first, last = (None if t != t else t for t in times)  # NaN: none
+                ledger.accounts[user] = Account(user, tier, **dict(zip(COUNTS, counts)), first=first, last=last)
+            ends = np.cumsum(requests).tolist()
+            for i, (name, _) in enumerate(COLUMNS):
+                column = data[name]
+                if len(column) != (ends[-1] if ends else 0):
+                    raise ValueError(f"{name} holds {len(column)} requests, the accounts {ends[-1] if ends else 0}")
+                for account, end, count in zip(ledger.accounts.values(), ends, requests.tolist()):
+                    account.columns[i].frombytes(column[end - count:end].tobytes())
+                del column
+    except FileNotFoundError:
+        raise RecordError(f"{path}: no such file (not a run record folder?)") from None
+    except (OSError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile) as exc:
+        raise RecordError(f"{path}: not a readable ledger: {exc}") from None
+    return ledger
+
+
+def _old_ledger(path: Path) -> Ledger:
+    """A ledger.json of a version before 0.11: accounts with a `timeline` of (sent, answered, status[, sender])."""
+    ledger = Ledger()
+    try:
+        for item in _read_json(path):
+            account = Account(**{k: item[k] for k in ("user", "tier", *COUNTS, "first", "last")})
+            for sent, done, status, *sender in item["timeline"]:
+                account.add(sent, done, status, sender[0] if sender else ANY_SENDER)
+            ledger.accounts[account.user] = account
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RecordError(f"{path}: not a readable ledger: {exc!r}") from None
+    return ledger
+
+
 def new_run_id(scenario: str, now: float | None = None) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
     return f"{stamp}-{scenario}-{secrets.token_hex(2)}"
@@ -37,7 +106,7 @@ def new_run_id(scenario: str, now: float | None = None) -> str:
 
 @dataclass
 class RunRecord:
-    """What a run was and what the client saw: `meta` and `plan` are record.json, `ledger` ledger.json."""
+    """What a run was and what the client saw: `meta` and `plan` are record.json, `ledger` ledger.npz."""
 
     path: Path
     meta: dict[str, Any]
@@ -80,7 +149,7 @@ class RunRecord:
         self.save()
 
     def save(self) -> None:
-        write_json_atomic(self.path / LEDGER_FILE, self.ledger.to_list())
+        write_ledger_atomic(self.path / LEDGER_FILE, self.ledger)
         if self.snapshots:
             write_json_atomic(self.path / SNAPSHOTS_FILE, {k: s.to_dict() for k, s in self.snapshots.items()})
         write_json_atomic(self.path / RECORD_FILE, {**self.meta, "plan": self.plan.to_dict()})
@@ -93,7 +162,9 @@ class RunRecord:
             plan = PlanSummary.from_dict(meta.pop("plan"))
         except (KeyError, TypeError, AttributeError) as exc:
             raise RecordError(f"{path / RECORD_FILE}: plan: missing or malformed ({exc!r})") from None
-        ledger = Ledger.from_list(_read_json(path / LEDGER_FILE))
+        old = path / OLD_LEDGER_FILE
+        ledger = _old_ledger(old) if old.exists() and not (path / LEDGER_FILE).exists() else read_ledger(
+            path / LEDGER_FILE)
         snapshots = _read_json(path / SNAPSHOTS_FILE) if (path / SNAPSHOTS_FILE).exists() else {}
         return cls(path, meta, plan, ledger, {k: Snapshot.from_dict(v) for k, v in snapshots.items()})
 

@@ -5,6 +5,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from . import ledger
 from .counters import counter_identity, deduplicated, walk
 from .ledger import totals_by
@@ -16,6 +18,7 @@ from .verify import Verification, VerifyError, gather
 
 UNKNOWN_TIER = "(unknown)"
 AUTHORIZED, LIMITED, TOKENS = 0, 1, 2  # counter kinds
+POINTS = 200  # moments per curve: a report's size does not grow with the run's length
 
 
 @dataclass
@@ -42,22 +45,46 @@ class Report:
     source: str  # where the numbers come from, in words
     currency: str
     users: list[Usage]
-    timelines: dict[str, list[tuple[float, int, int]]]  # user -> (seconds from start, authorized, limited) so far
+    curves: Curves
     flags: list[str] = field(default_factory=list)
     generated: float = field(default_factory=time.time)
 
     def tiers(self) -> list[dict[str, Any]]:
         return totals_by([asdict(u) for u in self.users], "group", ("authorized", "limited", "total_tokens", "cost"))
 
+    def top(self, n: int) -> list[Usage]:
+        """The `n` users with the most authorized calls (then cost, then name)."""
+        return sorted(self.users, key=lambda u: (-u.authorized, -u.cost, u.user))[:n]
 
-def _cumulative(changes: list[tuple[float, int, int]]) -> list[tuple[float, int, int]]:
-    """(time, AUTHORIZED or LIMITED, amount) changes -> (time, authorized so far, limited so far) points."""
-    totals = [0, 0]
-    points = []
-    for t, kind, amount in sorted(changes):
-        totals[kind] += amount
-        points.append((t, totals[AUTHORIZED], totals[LIMITED]))
-    return points
+
+@dataclass
+class Curves:
+    """Calls so far at POINTS moments (seconds from the start), per user: authorized and limited."""
+
+    at: np.ndarray
+    users: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def of(cls, changes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Curves:
+        """From each user's changes: (seconds from the start, AUTHORIZED or LIMITED, calls) as columns."""
+        end = max((float(times.max()) for times, _, _ in changes.values() if len(times)), default=0.0)
+        at = np.linspace(0.0, end, POINTS)
+        return cls(at, {user: tuple(_so_far(times[kinds == kind], amounts[kinds == kind], at)
+                                    for kind in (AUTHORIZED, LIMITED))
+                        for user, (times, kinds, amounts) in changes.items()})
+
+    def total(self, users: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The authorized and limited calls so far of these users together."""
+        zero = np.zeros(len(self.at), dtype=np.int64)
+        return (sum((self.users[u][0] for u in users if u in self.users), zero),
+                sum((self.users[u][1] for u in users if u in self.users), zero))
+
+
+def _so_far(times: np.ndarray, amounts: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The sum of the amounts whose time is at or before each moment of `at`."""
+    order = np.argsort(times, kind="stable")
+    running = np.concatenate(([0], np.cumsum(amounts[order])))
+    return running[np.searchsorted(times[order], at, side="right")]
 
 
 def parse_prices(items: list[str], per: str) -> dict[str, float]:
@@ -121,13 +148,16 @@ def from_run(run: str, per_call: dict[str, float], per_1k_tokens: dict[str, floa
             _cost(prices, tier, authorized, account.total_tokens), account.sent, account.rejected,
             account.prompt_tokens, account.completion_tokens, account.total_tokens, source, note))
     start = record.meta["started"]
-    kind = {ledger.AUTHORIZED: AUTHORIZED, ledger.LIMITED: LIMITED}
-    timelines = {a.user: _cumulative([(sent - start, kind[outcome], 1) for sent, _, outcome, _ in a.outcomes()
-                                      if outcome in kind]) for a in record.ledger.accounts.values()}
+    changes = {}
+    for account in record.ledger.accounts.values():
+        timeline = account.timeline()
+        kinds = np.select([timeline.outcome == ledger.AUTHORIZED, timeline.outcome == ledger.LIMITED],
+                          [AUTHORIZED, LIMITED], TOKENS)
+        changes[account.user] = (timeline.sent - start, kinds, np.ones(len(kinds), dtype=np.int64))
     where = ("the gateway's counters (snapshots in the run record), checked against the client's ledger"
              if verification else "the client's ledger only: the record holds no server snapshots")
     return Report(f"Chargeback for run {record.meta['run_id']} ({record.meta['scenario']})", where,
-                  plan.currency, users, timelines, flags)
+                  plan.currency, users, Curves.of(changes), flags)
 
 
 def from_prometheus(url: str, since: float, plan: Plan, per_call: dict[str, float], per_1k_tokens: dict[str, float],
@@ -160,7 +190,7 @@ def from_prometheus(url: str, since: float, plan: Plan, per_call: dict[str, floa
     prices = price_list({t: v.price for t, v in plan.tiers.items()}, per_call, per_1k_tokens)
     per_user: dict[str, list[float]] = {}
     groups: dict[str, str] = {}
-    events: dict[str, list[tuple[float, int, int]]] = {}
+    events: dict[str, list[tuple[float, int, int]]] = {}  # user -> (seconds from the start, kind, calls)
     for labels, increase, points, kind in counters.values():
         user = labels[found.user_label]
         per_user.setdefault(user, [0.0, 0.0, 0.0])[kind] += increase
@@ -174,7 +204,7 @@ def from_prometheus(url: str, since: float, plan: Plan, per_call: dict[str, floa
                    _cost(prices, tiers.get(user, groups[user]), round(a), round(tokens)),
                    total_tokens=round(tokens) if found.token_hits else None)
              for user, (a, l, tokens) in sorted(per_user.items())]
-    timelines = {user: _cumulative(changes) for user, changes in events.items()}
+    curves = Curves.of({user: tuple(np.array(column) for column in zip(*changes)) for user, changes in events.items()})
     tokens = f", tokens from {found.token_hits}" if found.token_hits else ", no token counter (calls priced only)"
     return Report(f"Chargeback, last {since / 3600:g} h", f"Prometheus at {url}: raw counter samples "
-                  f"({found.name} schema{tokens}), restarts handled, no extrapolation", plan.currency, users, timelines)
+                  f"({found.name} schema{tokens}), restarts handled, no extrapolation", plan.currency, users, curves)

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only bac
 from .report import Report  # noqa: E402
 
 plt.rcParams.update({"svg.fonttype": "none", "figure.dpi": 96})  # text stays text in the SVG
+PLOTTED, LISTED = 8, 50  # users named in the plots and in the page's table (the CSV and JSON hold every user)
 CSV_COLUMNS = ["timestamp", "user", "group", "calls", "cost", "sent", "authorized", "limited", "rejected",
                "prompt_tokens", "completion_tokens", "total_tokens", "source", "note"]
 
@@ -50,20 +51,27 @@ def _svg(fig: plt.Figure) -> str:
     return text[text.index("<svg"):]
 
 
-def _requests_over_time(report: Report) -> str:
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for user, points in sorted(report.timelines.items()):
-        if not points:
-            continue
-        times = [p[0] for p in points]
-        line, = ax.step(times, [p[1] for p in points], where="post", label=f"{user} authorized")
-        if any(p[2] for p in points):
-            ax.step(times, [p[2] for p in points], where="post", linestyle="--", color=line.get_color(),
-                    label=f"{user} limited")
-    ax.set(title="Requests over time per user (authorized vs limited)", xlabel="seconds from the start",
-           ylabel="requests so far")
+def _over_time(ax: plt.Axes, at: list[float], series: dict[str, tuple], title: str) -> None:
+    """Authorized (solid) and limited (dashed, when any) calls so far, one colour per series."""
+    for name, (authorized, limited) in series.items():
+        line, = ax.step(at, authorized, where="post", label=f"{name} authorized")
+        if limited.any():
+            ax.step(at, limited, where="post", linestyle="--", color=line.get_color(), label=f"{name} limited")
+    ax.set(title=title, xlabel="seconds from the start", ylabel="requests so far")
     ax.legend(loc="upper left", fontsize="small")
     ax.grid(alpha=0.3)
+
+
+def _requests_over_time(report: Report) -> str:
+    """Per tier, and for the users with the most calls (PLOTTED of them)."""
+    curves = report.curves
+    fig, (by_tier, by_user) = plt.subplots(2, 1, figsize=(9, 8))
+    tiers = {t["group"]: curves.total([u.user for u in report.users if u.group == t["group"]]) for t in report.tiers()}
+    _over_time(by_tier, curves.at, tiers, "Requests over time per tier (authorized vs limited)")
+    top = {u.user: curves.users[u.user] for u in report.top(PLOTTED) if u.user in curves.users}
+    _over_time(by_user, curves.at, top, f"Requests over time per user, the {len(top)} with the most calls "
+                                        "(authorized vs limited)")
+    fig.tight_layout()
     return _svg(fig)
 
 
@@ -86,8 +94,9 @@ def _cost(report: Report) -> str:
     by_tier.bar([t["group"] for t in tiers], [t["cost"] for t in tiers], color="tab:green", label="cost")
     by_tier.set(title="Cost per tier", xlabel="tier", ylabel=f"cost ({report.currency})")
     by_tier.legend()
-    by_user.bar([u.user for u in report.users], [u.cost for u in report.users], color="tab:olive", label="cost")
-    by_user.set(title="Cost per user", xlabel="user", ylabel=f"cost ({report.currency})")
+    top = sorted(report.users, key=lambda u: (-u.cost, u.user))[:PLOTTED]
+    by_user.bar([u.user for u in top], [u.cost for u in top], color="tab:olive", label="cost")
+    by_user.set(title=f"Cost per user, the {len(top)} costliest", xlabel="user", ylabel=f"cost ({report.currency})")
     by_user.tick_params(axis="x", labelrotation=30)
     by_user.legend()
     return _svg(fig)
@@ -111,7 +120,10 @@ def write_html(report: Report, path: Path) -> None:
     disagreements = (f'<h2 class="flags">Disagreements</h2><ul class="flags">{flags}</ul>' if flags
                      else "<p>No disagreement between the server and the client.</p>")
     source = f"Source: {html.escape(report.source)}. Generated {_iso(report.generated)}."
-    users = [asdict(u) for u in report.users]
+    users = [asdict(u) for u in report.top(LISTED)]
+    listed = (f"All {len(report.users)} users." if len(users) == len(report.users) else
+              f"The {len(users)} users with the most calls of {len(report.users)}; every user is in the CSV and JSON "
+              "files beside this page.")
     path.write_text(f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(report.title)}</title>
 <style>
@@ -128,6 +140,7 @@ figure {{ margin: 1.5em 0; }}
 <h2>Per tier</h2>
 {_table(report.tiers(), ["group", "users", "authorized", "limited", "total_tokens", "cost"])}
 <h2>Per user</h2>
+<p>{listed}</p>
 {_table(users, ["user", "group", "sent", "authorized", "limited", "rejected", "prompt_tokens", "completion_tokens",
                 "total_tokens", "cost", "source", "note"])}
 <h2>Plots</h2>

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from .plan import Plan, Price, Rate
@@ -72,7 +73,11 @@ class PlanSummary:
             warnings=tuple(plan.warnings))
 
     def identity(self, user: str) -> IdentitySummary | None:
-        return next((i for i in self.identities if i.user == user), None)
+        return self._by_user.get(user)
+
+    @cached_property
+    def _by_user(self) -> dict[str, IdentitySummary]:
+        return {i.user: i for i in self.identities}
 
     def rates_of(self, user: str) -> tuple[list[Rate], bool]:
         """The request-limit rates that apply to a user, and whether a token limit applies too."""

@@ -8,7 +8,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ledger import AUTHORIZED, DECIDED, LIMITED, NO_ANSWER, NOT_CONNECTED
+import numpy as np
+
+from .ledger import AUTHORIZED, DECIDED, LIMITED, NO_ANSWER
 from .plan import Rate
 from .verify import GroupCount, UserCheck, Verification
 
@@ -70,7 +72,7 @@ def row(check: UserCheck, what: str, client: int, server: int, expected: str = "
 # --- evidence: no pass without traffic that reached the limiter --------------------------------------------------
 def gateway_answered(v: Verification) -> Verdict:
     sent = sum(c.client.sent for c in v.users.values())
-    answered = sum(1 for c in v.users.values() for s in c.client.statuses() if s not in (NO_ANSWER, NOT_CONNECTED))
+    answered = sum(int(np.count_nonzero(c.client.statuses() > NO_ANSWER)) for c in v.users.values())
     return first_failure(
         require(sent > 0, "the run sent no request: there is nothing to verify"),
         require(answered > 0, f"none of the run's {sent} requests got an answer: the gateway at "
@@ -81,12 +83,12 @@ def valid_keys_reached_the_limiter(v: Verification) -> Verdict:
     plan = v.record.plan
     valid = [c for u, c in sorted(v.users.items())
              if c.client.sent and (identity := plan.identity(u)) is not None and identity.valid]
-    refused = [c.user for c in valid if all(s == 401 for s in c.client.statuses())]
+    refused = [c.user for c in valid if (c.client.statuses() == 401).all()]
     if refused:
         return fails(f"every request of {', '.join(refused)} got 401: the keys in the manifests "
                      f"({', '.join(plan.sources)}) are not the gateway's")
-    reached = sum(1 for c in valid for o in c.client.outcomes() if o[2] in (AUTHORIZED, LIMITED, DECIDED))
-    statuses = Counter(s for c in valid for s in c.client.statuses())
+    reached = sum(int(np.isin(c.client.timeline().outcome, (AUTHORIZED, LIMITED, DECIDED)).sum()) for c in valid)
+    statuses = Counter(s for c in valid for s in c.client.statuses().tolist())
     seen = ", ".join(f"{n} x {s}" for s, n in sorted(statuses.items()))
     return require(not valid or reached > 0,
                    f"no request of the Plan's valid identities reached the limiter (statuses: {seen})")

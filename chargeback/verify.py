@@ -19,8 +19,8 @@ from .counters import (
     walk,
 )
 from .endpoint import MetricsEndpoint
-from .expectations import Explanation, Prediction, Prior, Request, explain, most_authorized, predict, under_token_limits
-from .ledger import LIMITER_TIMEOUT, NOT_REACHED, Account
+from .expectations import Explanation, Prediction, Prior, explain, most_authorized, predict, under_token_limits
+from .ledger import LIMITER_TIMEOUT, Account, Timeline
 from .plan import Rate
 from .prior import from_counters, from_history
 from .prometheus import MetricsSourceError, PrometheusSource, Target
@@ -159,7 +159,9 @@ def verify(record: RunRecord, before: Snapshot, after: Snapshot, resets: dict[st
            schema_name: str | None = None, namespace: str | None = None, priors: dict[str, Prior] | None = None,
            limiter_timeout: float = LIMITER_TIMEOUT, partial: bool = False) -> Verification:
     """Put the client's ledger, the server's increases and the window model side by side, per user. Users without
-    a prior start from an unknown state (windows may be open)."""
+    a prior start from an unknown state (windows may be open). A request without an answer had reached the limiter
+    when it was in flight longer than `limiter_timeout` plus the slowest answer the gateway gave before the model
+    (401, 403, 429) in this run: a saturated gateway can hold a request that long before its limiter sees it."""
     plan = record.plan
     identities = {i.user: i for i in plan.identities}
     reached = sum(a.authorized + a.limited for a in record.ledger.accounts.values())
@@ -181,15 +183,17 @@ def verify(record: RunRecord, before: Snapshot, after: Snapshot, resets: dict[st
     unaccounted = set((record.meta.get("unaccounted") or {}).get("users", []))
     why_open = (record.meta.get("unaccounted") or {}).get("why", "")
     users = set(record.ledger.accounts) | {u for t in totals.values() for u, v in t.items() if v}
+    decided_after = limiter_timeout + record.ledger.slowest_gateway_answer()  # a request unanswered for longer
+    #                                                                           had reached the limiter
     checks: dict[str, UserCheck] = {}
     for user in sorted(users):
         identity = identities.get(user)
         client = record.ledger.accounts.get(user) or Account(user, identity.tier if identity else "(unknown)")
-        outcomes = client.outcomes(limiter_timeout)
+        timeline = client.timeline(decided_after)
         rates, token_limited = plan.rates_of(user)
         check = UserCheck(
             user=user, tier=identity.tier if identity else None, client=client,
-            counted=counted(outcomes, after.window, limiter_timeout, open_ended=user in unaccounted),
+            counted=counted(timeline, after.window, decided_after, open_ended=user in unaccounted),
             server_authorized=round(totals["authorized"].get(user, 0)),
             server_limited=round(totals["limited"].get(user, 0)),
             server_tokens=round(totals["tokens"].get(user, 0)) if token_limited and "tokens" in totals else None,
@@ -197,7 +201,7 @@ def verify(record: RunRecord, before: Snapshot, after: Snapshot, resets: dict[st
             allowed_groups=identity.allowed_groups if identity else set(), rates=rates,
             open_ended=why_open if user in unaccounted else "")
         if identity is not None:
-            _model(check, outcomes, (priors or {}).get(user) or Prior.unknown(
+            _model(check, timeline.reaching(), (priors or {}).get(user) or Prior.unknown(
                 rates, record.meta["started"], "no state of the counters before the run was read"),
                 token_limited, shared.get(user))
         checks[user] = check
@@ -207,7 +211,7 @@ def verify(record: RunRecord, before: Snapshot, after: Snapshot, resets: dict[st
     return Verification(record, schema, checks, fallback, before, after, namespace, groups, partial)
 
 
-def _model(check: UserCheck, outcomes: list[tuple[float, float, str, int]], prior: Prior, token_limited: bool,
+def _model(check: UserCheck, requests: Timeline, prior: Prior, token_limited: bool,
            shares_with: str | None) -> None:
     """The window model's answers for one identity of the Plan; none where it cannot follow the identity alone."""
     check.prior = prior
@@ -215,7 +219,6 @@ def _model(check: UserCheck, outcomes: list[tuple[float, float, str, int]], prio
         check.explanation = Explanation(None, why=f"a counter is shared with {shares_with}, and the model follows "
                                                    "one identity at a time")
         return
-    requests = [Request(*o) for o in outcomes if o[2] != NOT_REACHED]
     check.bounds = {r.label: most_authorized(requests, r, i, prior) for i, r in enumerate(check.rates)}
     prediction = predict(requests, check.rates, prior)
     check.prediction = under_token_limits(prediction) if token_limited else prediction
@@ -337,7 +340,7 @@ def _foreign(v: Verification, source: PrometheusSource) -> None:
     for user, cells in buckets.items():
         check = v.users[user]
         check.foreign = foreign_range(sorted((lo, hi, n) for (lo, hi), n in cells.items()),
-                                      check.client.outcomes()) or (v.before.at, v.after.at)
+                                      check.client.timeline()) or (v.before.at, v.after.at)
 
 
 def gather(run: str | Path, prometheus_url: str | None = None, metrics_url: str | None = None,

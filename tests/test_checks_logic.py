@@ -10,7 +10,7 @@ from test_verify import A, L, series, snapshot
 
 from chargeback import verdicts
 from chargeback.expectations import Prior
-from chargeback.ledger import NO_ANSWER, NOT_CONNECTED, Ledger
+from chargeback.ledger import NO_ANSWER, NOT_CONNECTED, Account, Ledger
 from chargeback.plan import load_plan
 from chargeback.record import RunRecord
 from chargeback.summary import PlanSummary
@@ -57,6 +57,29 @@ def test_unanswered_requests_widen_reconciliation_only_as_far_as_they_may(tmp_pa
         assert found.holds if verdict == "pass" else "count" in failure(found)
 
 
+@pytest.mark.parametrize("slowest_429, in_flight, counted, verdict", [
+    (3.0, 1.0, 0, "pass"),  # the gateway took 3 s to answer a 429: after 1 s it may not have reached the limiter
+    (3.0, 1.0, 1, "pass"),
+    (3.0, 3.5, 0, "too few"),  # in flight longer than any request took to reach the limiter, plus its timeout
+    (3.0, 3.5, 1, "pass"),
+    (0.01, 1.0, 0, "too few"),  # a gateway that keeps up: decided after 0.11 s
+])
+def test_an_unanswered_request_was_decided_only_after_the_slowest_answer_before_the_model(
+        tmp_path: Path, slowest_429: float, in_flight: float, counted: int, verdict: str) -> None:
+    rec = start(tmp_path, "saturation")
+    ledger = Ledger()
+    ledger.record("freeuser1", "free", 10.0, 10.01, 200)
+    ledger.record("freeuser1", "free", 11.0, 11.01, 200)
+    ledger.record("freeuser1", "free", 12.0, 12.0 + slowest_429, 429)
+    ledger.record("freeuser1", "free", 16.0, 16.0 + in_flight, NO_ANSWER)
+    rec.finish(ledger, complete=True)
+    after = snapshot(series(A, "freeuser1", 2 + counted, group="free"), series(L, "freeuser1", 1, group="free"))
+    found = verdicts.user_counters_match_the_ledger(verify(RunRecord.load(rec.path), snapshot(), after, resets={})
+                                                    .users["freeuser1"])
+    assert found.holds if verdict == "pass" else failure(found).startswith(
+        "freeuser1: 1 call(s) that reached the limiter were not counted")
+
+
 @pytest.mark.parametrize("authorized, passes", [(1, True), (2, False)])
 def test_requests_rejected_by_auth_must_move_no_counter(tmp_path: Path, authorized: int, passes: bool) -> None:
     rec = start(tmp_path, "bad-keys")
@@ -90,7 +113,10 @@ def test_no_pass_without_evidence_that_traffic_reached_the_limiter(tmp_path: Pat
     assert failure(verdicts.valid_keys_reached_the_limiter(wrong_keys)) == (
         f"every request of premiumuser1 got 401: the keys in the manifests ({DEPLOY}) are not the gateway's")
     cut_off = evidence_of(tmp_path / "c", [200, NO_ANSWER])
-    cut_off.users["premiumuser1"].client.timeline[:] = [(10.0, 10.05, NO_ANSWER, 0), (11.0, 11.01, 403, 0)]
+    client = cut_off.users["premiumuser1"].client
+    client.columns = Account(client.user, client.tier).columns
+    client.add(10.0, 10.05, NO_ANSWER, 0)
+    client.add(11.0, 11.01, 403, 0)
     assert failure(verdicts.valid_keys_reached_the_limiter(cut_off)) == (
         "no request of the Plan's valid identities reached the limiter (statuses: 1 x 0, 1 x 403)")
     assert verdicts.valid_keys_reached_the_limiter(evidence_of(tmp_path / "d", [401, 200])).holds

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 from test_plan import DEPLOY
 
 from chargeback.ledger import (
     AUTHORIZED,
+    COUNTS,
     DECIDED,
     LIMITED,
+    LIMITER_TIMEOUT,
     MAYBE,
     MODEL_429,
     NO_ANSWER,
@@ -16,7 +19,7 @@ from chargeback.ledger import (
     NOT_REACHED,
     Ledger,
     classify,
-    limiter_outcome,
+    outcomes_of,
 )
 from chargeback.plan import load_plan
 
@@ -28,10 +31,14 @@ def test_classification_follows_where_the_request_stopped() -> None:
 
 
 def test_what_became_of_a_request_at_the_limiter() -> None:
-    assert [limiter_outcome(0.0, 0.01, s) for s in (200, 503, MODEL_429, 429, 401, 403, NOT_CONNECTED)] == [
+    def outcomes(took: list[float], statuses: list[int], limiter_timeout: float = LIMITER_TIMEOUT) -> list[str]:
+        return outcomes_of(np.zeros(len(took)), np.array(took), np.array(statuses), limiter_timeout).tolist()
+
+    statuses = [200, 503, MODEL_429, 429, 401, 403, NOT_CONNECTED]
+    assert outcomes([0.01] * 7, statuses) == [
         AUTHORIZED, AUTHORIZED, AUTHORIZED, LIMITED, NOT_REACHED, NOT_REACHED, NOT_REACHED]
-    assert [limiter_outcome(0.0, t, NO_ANSWER) for t in (0.05, 0.1, 0.15, 30.0)] == [MAYBE, MAYBE, DECIDED, DECIDED]
-    assert limiter_outcome(0.0, 0.15, NO_ANSWER, limiter_timeout=0.2) == MAYBE
+    assert outcomes([0.05, 0.1, 0.15, 30.0], [NO_ANSWER] * 4) == [MAYBE, MAYBE, DECIDED, DECIDED]
+    assert outcomes([0.15], [NO_ANSWER], limiter_timeout=0.2) == [MAYBE]
 
 
 def test_record_counts_tokens_times_and_timeline() -> None:
@@ -39,13 +46,20 @@ def test_record_counts_tokens_times_and_timeline() -> None:
     ledger.record("freeuser1", "free", 10.5, 10.6, 200, (2, 10, 12))
     ledger.record("freeuser1", "free", 10.0, 10.2, 429)
     ledger.record("freeuser1", "free", 11.0, 41.0, NO_ANSWER, None, 7)
-    [row] = ledger.to_list()
+    [row] = ledger.drain()
     assert {k: row[k] for k in ("sent", "authorized", "limited", "rejected", "errors", "prompt_tokens",
                                 "completion_tokens", "total_tokens", "first", "last")} == {
         "sent": 3, "authorized": 1, "limited": 1, "rejected": 0, "errors": 1, "prompt_tokens": 2,
         "completion_tokens": 10, "total_tokens": 12, "first": 10.0, "last": 11.0}
-    assert row["timeline"] == [(10.5, 10.6, 200, -1), (10.0, 10.2, 429, -1), (11.0, 41.0, 0, 7)]
-    assert ledger.last_answer() == 41.0
+    ledger.merge([row])
+    account = ledger.accounts["freeuser1"]
+    assert account.entries() == [(10.5, 10.6, 200, -1), (10.0, 10.2, 429, -1), (11.0, 41.0, 0, 7)]
+    assert ledger.last_answer() == 41.0 and account.unanswered == 1
+    timeline = account.timeline()
+    assert (timeline.sent.tolist(), timeline.outcome.tolist()) == ([10.0, 10.5, 11.0], [LIMITED, AUTHORIZED, DECIDED])
+    assert [sum(len(c) * c.itemsize for c in account.columns) for account in ledger.accounts.values()] == [3 * 22]
+    ledger.record("freeuser1", "free", 12.0, 12.1, 200)  # the columns still grow after being read
+    assert (len(account.timeline()), account.statuses().tolist()[-1]) == (4, 200)
 
 
 def test_drained_deltas_merge_to_the_same_totals_as_one_ledger() -> None:
@@ -64,9 +78,22 @@ def test_drained_deltas_merge_to_the_same_totals_as_one_ledger() -> None:
     for worker in workers:
         master.merge(worker.drain())
     assert workers[0].accounts == {} and workers[1].accounts == {}
-    merged = Ledger.from_list(master.to_list())
-    single = Ledger.from_list(whole.to_list())
-    assert merged.to_list() == single.to_list()
+    def content(ledger: Ledger) -> dict[str, tuple]:
+        return {a.user: (*(getattr(a, n) for n in COUNTS), a.first, a.last, sorted(a.entries()))
+                for a in ledger.accounts.values()}
+
+    assert content(master) == content(whole) and sum(len(a.entries()) for a in master.accounts.values()) == 2000
+
+
+def test_a_delta_carries_only_the_requests_since_the_last_one_as_22_bytes_each() -> None:
+    worker = Ledger()
+    for n in range(10_000):
+        worker.record(f"u{n % 100}", "free", float(n), n + 0.1, 200)
+    worker.drain()
+    for n in range(30):
+        worker.record("u1", "free", 1e5 + n, 1e5 + n + 0.1, 429, None, 4)
+    [delta] = worker.drain()
+    assert (delta["sent"], delta["limited"], sum(len(column) for column in delta["columns"])) == (30, 30, 30 * 22)
 
 
 def test_table_prices_authorized_calls_and_tokens_per_tier() -> None:

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 def senders(record: RunRecord) -> dict[str, int]:
     """identity -> how many simulated users sent as it."""
-    return {user: len({entry[3] for entry in account.timeline}) for user, account in record.ledger.accounts.items()}
+    return {user: len({entry[3] for entry in account.entries()}) for user, account in record.ledger.accounts.items()}
 
 
 def controls_run(stack: LocalStack, runs: Path, *extra: str) -> RunRecord:
@@ -90,7 +90,7 @@ def test_scenarios_scale_with_duration_and_users_per_identity(stack: LocalStack,
     (["--tier-weights", "gold=1"], 2,
      "error: --tier-weights: 'gold' is not a tier of the Plan; tiers: free, premium, enterprise"),
     (["--scenario", "nope"], 2,
-     "error: unknown scenario 'nope': choose one of seed-demo, realistic-hours, saturation, bad-keys, chat-stream"),
+     "error: unknown scenario 'nope': choose one of seed-demo, realistic-hours, saturation, bad-keys, chat-stream, soak"),
     (["--scenario", "saturation", "--duration", "soon"], 2,
      "error: --duration: 'soon' is not a duration like 30s, 2m or 1h"),
     (["--scenario-file", "{tmp}/bad.yaml"], 1,

@@ -79,7 +79,7 @@ def test_each_scenario_ledger_equals_the_gateways_counters(scenario: str, polici
                for a in accounts.values())
     if scenario != "saturation":  # only a timed scenario stops users mid-request
         assert server == client and sum(unanswered.values()) == 0
-    assert all(len(a.timeline) == a.sent for a in accounts.values())
+    assert all(len(a.entries()) == a.sent for a in accounts.values())
     if scenario == "seed-demo":
         assert server == {"premiumuser1": (8, 0), "freeuser1": (2, 3), "premiumuser2": (6, 0)}
         assert accounts["premiumuser1"].total_tokens == 8 * (2 + 20)
@@ -107,7 +107,7 @@ def test_two_processes_give_the_same_totals_as_one(policies: list[Path], tmp_pat
     assert (one.meta["workers"], two.meta["workers"], two.state) == (0, 2, COMPLETE)
 
     def totals(record: RunRecord) -> dict:
-        return {u: (a.sent, a.authorized, a.limited, a.total_tokens, len(a.timeline))
+        return {u: (a.sent, a.authorized, a.limited, a.total_tokens, len(a.entries()))
                 for u, a in record.ledger.accounts.items()}
 
     assert totals(two) == totals(one) == {
@@ -138,15 +138,16 @@ def test_web_ui_tab_shows_the_live_table_and_starts_the_picked_scenario(policies
             form = urllib.parse.urlencode({"host": stack.gateway_url, "scenario": "realistic-hours"}).encode()
             with urllib.request.urlopen(urllib.request.Request(f"{ui}/swarm", data=form), timeout=5) as response:
                 assert json.loads(response.read())["success"] is True
-            rows: list[dict] = []
+            table: dict = {}
             for _ in range(100):  # bounded: until both premium users have sent something
-                rows = get_json(f"{ui}/chargeback/table")["rows"]
-                if sum(r["sent"] for r in rows if r["tier"] == "premium" and r["user"] != "(all users)") >= 4:
+                table = get_json(f"{ui}/chargeback/table?user=premium")
+                if sum(r["sent"] for r in table["search"]["rows"]) >= 4:
                     break
                 time.sleep(0.1)
-            by_user = {r["user"]: r for r in rows if r["tier"] == "premium"}
-            assert {"premiumuser1", "premiumuser2", "(all users)"} <= set(by_user)
-            assert by_user["(all users)"]["sent"] == by_user["premiumuser1"]["sent"] + by_user["premiumuser2"]["sent"]
+            by_user = {r["user"]: r for r in table["search"]["rows"]}
+            premium = next(t for t in table["totals"] if t["tier"] == "premium")
+            assert {"premiumuser1", "premiumuser2"} <= set(by_user)
+            assert premium["sent"] == by_user["premiumuser1"]["sent"] + by_user["premiumuser2"]["sent"]
             page_dom = rendered_dom(f"{ui}/?tab=chargeback")
             assert "Rejected (401/403)" in page_dom and ">premiumuser1<" in page_dom  # the tab, drawn by the UI
             stats = get_json(f"{ui}/stats/requests")

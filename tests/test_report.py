@@ -15,9 +15,12 @@ from test_checks_e2e import locust_run
 from test_plan import DEPLOY, ROOT
 from test_verify import A, L, record, series, snapshot
 
+from chargeback.ledger import Ledger
 from chargeback.plan import load_plan
+from chargeback.record import RunRecord
 from chargeback.report import from_prometheus, from_run
 from chargeback.report_files import CSV_COLUMNS, write_all
+from chargeback.summary import PlanSummary
 from sim.stack import LocalStack
 
 SEED_COLUMNS = ["timestamp", "user", "group", "calls", "cost"]
@@ -63,6 +66,30 @@ def test_a_disagreement_is_flagged_and_the_source_said(tmp_path: Path) -> None:
     assert ledger_only.users[0].source == "ledger" and "ledger only" in ledger_only.source
 
 
+def test_a_report_of_many_users_lists_the_top_ones_and_its_size_does_not_grow_with_the_run(tmp_path: Path) -> None:
+    """100 users, once with about 400 requests each, once with ten times as many: the page names the 50 users with
+    the most calls, the CSV holds every user, and the page stays under 300 kB (its curves have a fixed number of
+    points: ten times the requests make it at most 30 % larger)."""
+    plan = PlanSummary.of(load_plan([DEPLOY]))
+    sizes = []
+    for per_user in (400, 4000):
+        rec = RunRecord.start(tmp_path / str(per_user), {"scenario": "soak"}, plan)
+        ledger = Ledger()
+        for i in range(100):
+            for n in range(per_user + i % 7):
+                ledger.record(f"user{i:03d}", "free", rec.meta["started"] + n, rec.meta["started"] + n + 0.1,
+                              429 if n % 5 == 4 else 200)
+        rec.finish(ledger, complete=True)
+        csv_path, _, html_path = write_all(from_run(str(rec.path), {}, {}), tmp_path / f"out{per_user}")
+        rows = list(csv.DictReader(csv_path.open()))
+        assert len(rows) == 100 and sum(int(r["sent"]) for r in rows) == ledger.requests()
+        page = html_path.read_text()
+        assert "The 50 users with the most calls of 100; every user is in the CSV and JSON" in page
+        assert page.count("<tr><td>user") == 50 and "<td>user006</td>" in page  # 6 more requests than user000
+        sizes.append(html_path.stat().st_size)
+    assert max(sizes) < 300_000 and sizes[1] < 1.3 * sizes[0], sizes
+
+
 @pytest.mark.e2e
 def test_report_command_errors_are_one_line(tmp_path: Path) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess:
@@ -99,8 +126,9 @@ def test_the_html_report_renders_in_headless_chromium_with_titled_plots(tmp_path
     assert rendered.returncode == 0 and shot.exists(), rendered.stderr[-2000:]
     image = Image.open(shot).convert("RGB")
     assert image.size == (1200, 2200) and len(image.resize((120, 220)).getcolors(maxcolors=100000)) > 20  # not blank
-    for text in ("Requests over time per user (authorized vs limited)", "Authorized vs limited per tier",
-                 "Cost per tier", "Cost per user",  # titles
+    for text in ("Requests over time per tier (authorized vs limited)", "Authorized vs limited per tier",
+                 "Requests over time per user, the 1 with the most calls (authorized vs limited)",
+                 "Cost per tier", "Cost per user, the 1 costliest",  # titles
                  "seconds from the start", "requests so far", "cost (USD)", ">tier<", ">user<",  # axes
-                 "freeuser1 authorized", "freeuser1 limited", ">authorized<", ">limited<", ">cost<"):  # legends
+                 "freeuser1 authorized", "freeuser1 limited", "free authorized", "free limited", ">authorized<", ">limited<", ">cost<"):  # legends
         assert text in dom, text

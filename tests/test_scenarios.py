@@ -45,6 +45,11 @@ def test_built_in_scenarios_name_roles_and_run_under_a_policy_with_other_tiers()
         ("gold", "alice", 15), ("gold", "bob", 15), ("silver", "carol", 15), ("silver", "dave", 15),
         ("trial", "erin", 9)]
     assert accounts("chat-stream", OTHER_TIERS) == [("gold", "alice", 4), ("silver", "carol", 4), ("trial", "erin", 4)]
+    assert accounts("soak", OTHER_TIERS) == [("gold", "alice", None), ("gold", "bob", None), ("silver", "carol", None),
+                                             ("silver", "dave", None), ("trial", "erin", None)]
+    soak = SCENARIOS["soak"]
+    assert (soak.duration, [s.pattern.spec for s in soak.streams]) == (3600.0, ["steady:1/s", "bursty:5x30s"])
+    assert soak.scaled(duration=600.0).duration == 600.0
     chat = SCENARIOS["chat-stream"].streams[0]
     assert (chat.endpoint, chat.stream, chat.path) == ("chat", True, "/v1/chat/completions")
     builtin = (ROOT / "scenarios" / "builtin.yaml").read_text()
@@ -81,7 +86,7 @@ def test_a_scenario_naming_what_the_plan_lacks_fails_clearly() -> None:
         Scenario("x", "", (Stream(tiers=("platinum",)),)).slots(plan)
     with pytest.raises(ValueError, match=r"^scenario x names user nobody, which the Plan .* does not have$"):
         Scenario("x", "", (Stream(users=("nobody",)),)).slots(plan)
-    with pytest.raises(ValueError, match=r"^unknown scenario 'nope': choose one of seed-demo, realistic-hours, saturation, bad-keys, chat-stream"):
+    with pytest.raises(ValueError, match=r"^unknown scenario 'nope': choose one of seed-demo, realistic-hours, saturation, bad-keys, chat-stream, soak"):
         scenario_named("nope")
 
 

@@ -100,6 +100,6 @@ def test_the_request_event_feeds_the_ledger_for_any_request_whose_context_names_
     accounting.on_request(context=None, response=Answer(200, usage), start_time=103.0, response_time=1.0)
     premium, free = ledger.accounts["premiumuser1"], ledger.accounts["freeuser1"]
     assert (premium.sent, premium.authorized, premium.limited, premium.total_tokens) == (2, 1, 1, 10)
-    assert premium.timeline == [(100.0, 100.25, 200, 3), (101.0, 101.005, 429, -1)]
-    assert (free.sent, free.errors, free.timeline) == (1, 1, [(102.0, 102.001, NOT_CONNECTED, -1)])
+    assert premium.entries() == [(100.0, 100.25, 200, 3), (101.0, 101.005, 429, -1)]
+    assert (free.sent, free.errors, free.entries()) == (1, 1, [(102.0, 102.001, NOT_CONNECTED, -1)])
     assert set(ledger.accounts) == {"premiumuser1", "freeuser1"} and answered == [(100.0, 100.25), (101.0, 101.005)]

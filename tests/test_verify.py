@@ -9,7 +9,7 @@ from test_plan import DEPLOY, write
 
 from chargeback.counters import Snapshot, deduplicated, increases, per_user, walk
 from chargeback.expectations import Prior
-from chargeback.ledger import AUTHORIZED, DECIDED, LIMITED, MAYBE, Ledger
+from chargeback.ledger import AUTHORIZED, DECIDED, LIMITED, MAYBE, NOT_REACHED, Ledger, Timeline
 from chargeback.plan import Rate, load_plan
 from chargeback.prior import _replay, from_counters
 from chargeback.reconcile import counted, foreign_range
@@ -170,7 +170,8 @@ def test_walk_counts_raw_increases_through_restarts_without_extrapolation() -> N
 
 
 def test_reconciliation_bounds_follow_what_each_request_became() -> None:
-    outcomes = [(1.0, 1.1, AUTHORIZED, 0), (2.0, 2.1, LIMITED, 0), (3.0, 9.0, DECIDED, 0), (4.0, 4.05, MAYBE, 1)]
+    outcomes = Timeline.of([(1.0, 1.1, AUTHORIZED, 0), (2.0, 2.1, LIMITED, 0), (3.0, 9.0, DECIDED, 0),
+                            (4.0, 4.05, MAYBE, 1), (5.0, 5.1, NOT_REACHED, 0)])
     c = counted(outcomes, (10.0, 10.0))
     assert (c.authorized, c.limited, c.either, c.total) == ((1, 1), (1, 1), (1, 2), (3, 4))
     assert c.allows(2, 1) and c.allows(1, 2) and c.allows(2, 2) and c.allows(3, 1)
@@ -182,7 +183,7 @@ def test_reconciliation_bounds_follow_what_each_request_became() -> None:
 
 
 def test_foreign_calls_are_placed_in_the_scrape_intervals_that_show_them() -> None:
-    outcomes = [(10.0, 10.1, AUTHORIZED, 0), (10.2, 10.3, AUTHORIZED, 0)]
+    outcomes = Timeline.of([(10.0, 10.1, AUTHORIZED, 0), (10.2, 10.3, AUTHORIZED, 0), (10.2, 10.3, NOT_REACHED, 0)])
     assert foreign_range([(9.0, 11.0, 2), (11.0, 12.0, 1), (12.0, 13.0, 0)], outcomes) == (11.0, 12.0)
     assert foreign_range([(9.0, 11.0, 2)], outcomes) is None
 

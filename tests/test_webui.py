@@ -1,11 +1,13 @@
 """The web UI's server side without a browser: the Chargeback tab's JSON (run id, tiers' limits and prices, currency,
-limit markers, reset), the page script's injection, the scenario picker's choices, the swarm hook, and the checks'
+per-tier totals, the top users by calls and by limited, the search by user, limit markers, reset), the CSV of every
+user, the page script's injection, the scenario picker's choices, the swarm hook, and the checks'
 results read from pytest's JUnit XML."""
 from __future__ import annotations
 
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 os.environ["LOCUST_SKIP_MONKEY_PATCH"] = "1"  # importing Locust must not gevent-patch the whole test session
@@ -60,24 +62,34 @@ def send(run: Run, user: str, tier: str, count: int, status: int = 200, start: f
         run.ledger.record(user, tier, start + i * step, start + i * step + 0.1, status, (2, 10, 12))
 
 
-def test_the_tab_json_has_the_run_tiers_prices_currency_and_rows(ui: tuple) -> None:
+def counts(rows: list[dict]) -> list[tuple]:
+    return [(r["user"], r["sent"], r["limited"]) for r in rows]
+
+
+def test_the_tab_json_has_the_run_tiers_prices_currency_totals_and_top_users(ui: tuple) -> None:
     client, run, _ = ui
     send(run, "premiumuser1", "premium", 3)
     data = client.get("/chargeback/table").get_json()
     assert data["run"] == {"id": run.record.meta["run_id"], "scenario": "seed-demo", "state": "running",
                            "reason": "the run has not ended"}
     assert (data["currency"], data["reset_at"]) == ("USD", None)
-    assert {t["name"]: (t["price"], t["limits"]) for t in data["tiers"]} == {
-        "free": ({"per_call": 0.001, "per_1k_tokens": 0.0005},
+    assert {t["name"]: (t["users"], t["user_count"], t["price"], t["limits"]) for t in data["tiers"]} == {
+        "free": (["freeuser1", "freeuser2"], 2, {"per_call": 0.001, "per_1k_tokens": 0.0005},
                  [{"name": "free-user-requests", "kind": "requests", "rates": ["2 per 2m"]}]),
-        "premium": ({"per_call": 0.002, "per_1k_tokens": 0.001},
+        "premium": (["premiumuser1", "premiumuser2"], 2, {"per_call": 0.002, "per_1k_tokens": 0.001},
                     [{"name": "premium-user-requests", "kind": "requests", "rates": ["10 per 2m"]}]),
-        "enterprise": ({"per_call": 0.005, "per_1k_tokens": 0.002},
+        "enterprise": (["enterpriseuser1"], 1, {"per_call": 0.005, "per_1k_tokens": 0.002},
                        [{"name": "enterprise-user-requests", "kind": "requests", "rates": ["50 per 2m"]}]),
     }
-    assert [(r["tier"], r["user"], r["sent"], r["authorized"], r["total_tokens"], r["cost"]) for r in data["rows"]] == [
-        ("premium", "premiumuser1", 3, 3, 36, 0.006036), ("premium", "(all users)", 3, 3, 36, 0.006036)]
-    assert data["rows"][1]["users"] == 1 and data["rows"][1]["limits"] == []
+    assert (data["users"], data["top"], data["top_limited"], data["search"]) == (1, 10, [], None)
+    assert data["totals"] == [{"tier": "premium", "user": "(all users)", "users": 1, "sent": 3, "authorized": 3,
+                               "limited": 0, "rejected": 0, "errors": 0, "prompt_tokens": 6, "completion_tokens": 30,
+                               "total_tokens": 36, "cost": 0.006036}]
+    assert data["top_sent"] == [{"tier": "premium", "user": "premiumuser1", "sent": 3, "authorized": 3, "limited": 0,
+                                 "rejected": 0, "errors": 0, "prompt_tokens": 6, "completion_tokens": 30,
+                                 "total_tokens": 36, "cost": 0.006036, "limits": [
+                                     {"limit_name": "premium-user-requests", "rate": "10 per 2m", "windows": 1,
+                                      "allowed": 10, "over": False, "text": "3 / 10 per 2m"}]}]
 
 
 def test_limit_markers_say_how_many_calls_the_windows_spanned_allow() -> None:
@@ -87,7 +99,8 @@ def test_limit_markers_say_how_many_calls_the_windows_spanned_allow() -> None:
     send(run, "premiumuser2", "premium", 2)
     send(run, "premiumuser2", "premium", 1, status=429, start=T0 + 5)
     send(run, "premiumuser2", "premium", 1, status=NO_ANSWER, start=T0 + 6)
-    markers = {r["user"]: r["limits"] for r in webui.table_rows(run.plan, run.summary, run.ledger)}
+    table = webui.table_json(run.plan, run.summary, run.ledger)
+    markers = {r["user"]: r["limits"] for r in table["top_sent"]}
     assert markers == {
         "freeuser1": [{"limit_name": "free-user-requests", "rate": "2 per 2m", "windows": 1, "allowed": 2,
                        "over": True, "text": "3 / 2 per 2m"}],
@@ -95,8 +108,95 @@ def test_limit_markers_say_how_many_calls_the_windows_spanned_allow() -> None:
                           "over": False, "text": "12 / 20 (2 windows of 10 per 2m)"}],
         "premiumuser2": [{"limit_name": "premium-user-requests", "rate": "10 per 2m", "windows": 1, "allowed": 10,
                           "over": False, "text": "2 / 10 per 2m"}],
-        "(all users)": [],
     }
+    assert table["top_limited"][0]["limits"] == markers["premiumuser2"]  # the same markers in every list
+
+
+def scale_ledger(run: Run) -> None:
+    """Users with ties: a0..a4 send 3 each (a1 and a3 limited once, a4 twice), b0 5, b1 3, c0 1; premium, free,
+    enterprise in turn."""
+    tiers = ("premium", "free", "enterprise")
+    for i in range(5):
+        send(run, f"a{i}", tiers[i % 3], 3)
+    send(run, "a1", "free", 1, status=429, start=T0 + 10)
+    send(run, "a3", "premium", 1, status=429, start=T0 + 10)
+    send(run, "a4", "free", 2, status=429, start=T0 + 10)
+    send(run, "b0", "premium", 5)
+    send(run, "b1", "free", 3)
+    send(run, "c0", "enterprise", 1)
+
+
+def test_the_top_users_are_the_most_sent_and_the_most_limited_ties_by_name() -> None:
+    run = Run(PLAN)
+    scale_ledger(run)
+    users, _ = webui.user_table(run.plan, run.ledger)
+    assert counts(webui.top_users(users, "sent", 4)) == [("a4", 5, 2), ("b0", 5, 0), ("a1", 4, 1), ("a3", 4, 1)]
+    assert counts(webui.top_users(users, "limited", 10)) == [("a4", 5, 2), ("a1", 4, 1), ("a3", 4, 1)]  # not 0s
+    assert counts(webui.top_users(users, "sent", 100)) == [("a4", 5, 2), ("b0", 5, 0), ("a1", 4, 1), ("a3", 4, 1),
+                                                           ("a0", 3, 0), ("a2", 3, 0), ("b1", 3, 0), ("c0", 1, 0)]
+    assert webui.top_users(users, "sent", 1) == [next(r for r in users if r["user"] == "a4")]
+    table = webui.table_json(run.plan, run.summary, run.ledger, top=2)
+    assert (table["users"], counts(table["top_sent"]), counts(table["top_limited"])) == (
+        8, [("a4", 5, 2), ("b0", 5, 0)], [("a4", 5, 2), ("a1", 4, 1)])
+    assert [(t["tier"], t["users"], t["sent"], t["limited"]) for t in table["totals"]] == [
+        ("enterprise", 2, 4, 0), ("free", 3, 12, 3), ("premium", 3, 12, 1)]
+
+
+def test_the_search_finds_users_by_part_of_the_name_capped_with_the_count() -> None:
+    run = Run(PLAN)
+    scale_ledger(run)
+    for i in range(60):
+        send(run, f"bulk{i:02d}", "free", 1 + i % 2)
+    users, _ = webui.user_table(run.plan, run.ledger)
+    assert (webui.search_users(users, "a")[0], counts(webui.search_users(users, "a")[1])) == (
+        5, [("a0", 3, 0), ("a1", 4, 1), ("a2", 3, 0), ("a3", 4, 1), ("a4", 5, 2)])
+    assert counts(webui.search_users(users, "B0")[1]) == [("b0", 5, 0)]  # case does not matter
+    assert webui.search_users(users, "nobody") == (0, [])
+    matched, rows = webui.search_users(users, "bulk")
+    assert (matched, len(rows), rows[0]["user"], rows[-1]["user"]) == (60, 50, "bulk00", "bulk49")  # first by name
+    search = webui.table_json(run.plan, run.summary, run.ledger, search="bulk5")["search"]
+    assert (search["text"], search["matched"], search["limit"]) == ("bulk5", 10, 50)
+    assert counts(search["rows"]) == [(f"bulk5{i}", 1 + i % 2, 0) for i in range(10)]
+    assert search["rows"][0]["limits"] == []  # a user the Plan does not know: no limit applies
+    assert webui.table_json(run.plan, run.summary, run.ledger, search="zzz")["search"] == {
+        "text": "zzz", "matched": 0, "limit": 50, "rows": []}
+
+
+def test_the_route_reads_top_and_user_and_the_csv_holds_every_user(ui: tuple) -> None:
+    client, run, _ = ui
+    send(run, "freeuser1", "free", 3)
+    send(run, "premiumuser1", "premium", 2)
+    send(run, "premiumuser2", "premium", 4)
+    send(run, "freeuser2", "free", 1, status=429)
+    data = client.get("/chargeback/table?top=2&user=%20PREMIUM%20").get_json()
+    assert (data["top"], counts(data["top_sent"]), counts(data["top_limited"])) == (
+        2, [("premiumuser2", 4, 0), ("freeuser1", 3, 0)], [("freeuser2", 1, 1)])
+    assert (data["search"]["text"], data["search"]["matched"], counts(data["search"]["rows"])) == (
+        "PREMIUM", 2, [("premiumuser1", 2, 0), ("premiumuser2", 4, 0)])
+    assert client.get("/chargeback/table?user=freeuser2").get_json()["search"]["rows"][0]["limits"][0]["text"] == (
+        "0 / 2 per 2m")
+    assert client.get("/chargeback/table?user=nobody").get_json()["search"] == {
+        "text": "nobody", "matched": 0, "limit": 50, "rows": []}
+    assert [client.get(f"/chargeback/table?top={n}").get_json()["top"] for n in ("0", "1", "100", "5000", "x", "")] == [
+        1, 1, 100, 100, 10, 10]
+    assert client.get("/chargeback/table?user=").get_json()["search"] is None
+    assert client.get("/chargeback/csv").get_data(as_text=True).splitlines() == [
+        "tier,user,sent,authorized,limited,rejected,errors,prompt_tokens,completion_tokens,total_tokens,cost",
+        "free,freeuser1,3,3,0,0,0,6,30,36,0.003018",
+        "free,freeuser2,1,0,1,0,0,2,10,12,6e-06",  # a 429's tokens, if it had any, are charged
+        "free,(all users),4,3,1,0,0,8,40,48,0.003024",
+        "premium,premiumuser1,2,2,0,0,0,4,20,24,0.004024",
+        "premium,premiumuser2,4,4,0,0,0,8,40,48,0.008048",
+        "premium,(all users),6,6,0,0,0,12,60,72,0.012072"]
+    assert client.get("/stats/requests").get_json()["extended_stats"] == [{"key": "chargeback", "data": data["totals"]}]
+
+
+def test_the_tiers_table_names_the_first_users_of_a_big_tier_and_counts_them() -> None:
+    summary = Run(PLAN).summary
+    big = replace(summary, tiers={"free": replace(summary.tiers["free"],
+                                                  users=tuple(f"u{i}" for i in range(10_000)))})
+    assert [(t["name"], t["users"], t["user_count"]) for t in webui.tiers_json(big)] == [
+        ("free", [f"u{i}" for i in range(10)], 10_000)]
 
 
 def test_reset_clears_the_table_until_new_traffic_and_keeps_the_record(ui: tuple) -> None:
@@ -104,21 +204,27 @@ def test_reset_clears_the_table_until_new_traffic_and_keeps_the_record(ui: tuple
     send(run, "freeuser1", "free", 2)
     send(run, "premiumuser1", "premium", 4)
     assert client.post("/stats/reset").status_code == 200
-    data = client.get("/chargeback/table").get_json()
-    assert (data["rows"], data["run"]["id"]) == ([], run.record.meta["run_id"]) and data["reset_at"] is not None
+    data = client.get("/chargeback/table?user=user").get_json()
+    assert (data["users"], data["totals"], data["top_sent"], data["top_limited"], data["search"]["matched"]) == (
+        0, [], [], [], 0)
+    assert data["run"]["id"] == run.record.meta["run_id"] and data["reset_at"] is not None
     assert client.get("/stats/requests").get_json()["extended_stats"] == [{"key": "chargeback", "data": []}]
     send(run, "premiumuser1", "premium", 1, start=T0 + 10)
-    rows = client.get("/chargeback/table").get_json()["rows"]
-    assert [(r["user"], r["sent"], r["authorized"], r["total_tokens"], r["cost"]) for r in rows] == [
-        ("premiumuser1", 1, 1, 12, 0.002012), ("(all users)", 1, 1, 12, 0.002012)]
-    assert rows[0]["limits"][0]["text"] == "1 / 10 per 2m"
+    data = client.get("/chargeback/table?user=premiumuser1").get_json()
+    assert [(r["user"], r["sent"], r["authorized"], r["total_tokens"], r["cost"]) for r in data["top_sent"]] == [
+        ("premiumuser1", 1, 1, 12, 0.002012)]
+    assert [(r["tier"], r["users"], r["sent"], r["total_tokens"], r["cost"]) for r in data["totals"]] == [
+        ("premium", 1, 1, 12, 0.002012)]
+    assert data["top_sent"][0]["limits"][0]["text"] == "1 / 10 per 2m"
+    assert data["search"]["rows"] == data["top_sent"]
     csv_lines = client.get("/chargeback/csv").get_data(as_text=True).splitlines()
     assert csv_lines[1:] == ["premium,premiumuser1,1,1,0,0,0,2,10,12,0.002012",
                              "premium,(all users),1,1,0,0,0,2,10,12,0.002012"]
     assert run.ledger.accounts["premiumuser1"].sent == 5  # the run record's ledger lost nothing
     run.sync.begin()  # a new run's ledger: the reset was about the last one
     send(run, "freeuser1", "free", 1)
-    assert [r["sent"] for r in client.get("/chargeback/table").get_json()["rows"]] == [1, 1]
+    data = client.get("/chargeback/table").get_json()
+    assert ([r["sent"] for r in data["top_sent"]], [r["sent"] for r in data["totals"]]) == ([1], [1])
 
 
 def test_the_page_loads_our_script_and_nothing_served_holds_an_api_key(ui: tuple) -> None:

@@ -1,6 +1,7 @@
 """The web UI in headless Chromium against the stand-in: the scenario picker locks what a scenario decides; a run
-with Locust's controls fills the Chargeback tab live, and Verify shows what `pytest --run` says of its record; with
---check a failing gateway's run is verified on its own, its failure table in the tab; Reset clears the tab."""
+with Locust's controls fills the Chargeback tab live (per-tier totals, the top users by calls and by limited, a
+search by user), and Verify shows what `pytest --run` says of its record; with --check a failing gateway's run is
+verified on its own, its failure table in the tab; Reset clears the tab."""
 from __future__ import annotations
 
 import json
@@ -32,8 +33,10 @@ LOCKED = "['userCount', 'spawnRate', 'runTime'].map((n) => document.querySelecto
 TEXT = "document.querySelector('{}')?.textContent"
 RESULTS = "document.querySelector('#cb-results') && [...document.querySelectorAll('#cb-results tr')].map((r) => " \
           "[r.dataset.name, r.dataset.outcome])"
-LIVE_ROWS = "[...document.querySelectorAll('#cb-live tbody tr')].map((r) => [r.dataset.user, " \
-            "[...r.cells].map((c) => c.textContent)])"
+ROWS = "[...document.querySelectorAll('{} tbody tr')].map((r) => [r.dataset.user ?? r.dataset.tier, " \
+       "[...r.cells].map((c) => c.textContent)])"
+TOTALS, TOP_SENT, TOP_LIMITED, MATCHES = (ROWS.format(t) for t in ("#cb-totals", "#cb-top-sent", "#cb-top-limited",
+                                                                   "#cb-matches"))
 
 
 @contextmanager
@@ -90,7 +93,7 @@ def start(page: Page, scenario: str, **fields: str) -> None:
     page.click("form button[type=submit]")
     page.wait_for("!document.querySelector('#cb-picker')")  # the form is gone: the test started
     page.click("button[role=tab]", "Chargeback")
-    page.wait_for("!!document.querySelector('#cb-panel #cb-live')")
+    page.wait_for("!!document.querySelector('#cb-panel #cb-totals')")
 
 
 def test_picking_a_scenario_shows_its_description_and_locks_what_it_decides(stack: LocalStack, tmp_path: Path) -> None:
@@ -122,9 +125,9 @@ def test_a_run_with_locusts_controls_fills_the_tab_and_verify_shows_what_pytest_
     runs = tmp_path / "runs"
     with locust_ui(stack, runs, "--prometheus-url", stack.prometheus_url) as ui, open_page(ui) as page:
         start(page, "", userCount="4", spawnRate="4", runTime="6s")
-        live = page.wait_for(f"{LIVE_ROWS}.length && {TEXT.format('#cb-run-state')} === 'running' && {LIVE_ROWS}",
+        live = page.wait_for(f"{TOP_SENT}.length && {TEXT.format('#cb-run-state')} === 'running' && {TOP_SENT}",
                              timeout=10)  # rows while the run goes on
-        assert {user for user, _ in live} >= {"(all users)"} and len(live) >= 2
+        assert len(live) >= 1 and page.evaluate(f"{TOTALS}.length") >= 1
         page.wait_for("!document.querySelector('#cb-verify').disabled", timeout=60)  # the record is finished
         record = json.loads((runs / "latest" / "record.json").read_text())
         assert (record["state"], record["scenario"]) == (COMPLETE, "locust")  # Locust's controls
@@ -134,11 +137,44 @@ def test_a_run_with_locusts_controls_fills_the_tab_and_verify_shows_what_pytest_
                               "[...r.cells].map((c) => c.textContent))")
         assert ["free", "freeuser1, freeuser2", "free-user-requests: 2 per 2m (requests)", "0.001", "0.0005"] in tiers
         done = RunRecord.load(runs / "latest")
-        rows = dict(page.evaluate(LIVE_ROWS))
-        assert done.ledger.accounts and {u for u in rows if u != "(all users)"} == set(done.ledger.accounts)
-        for user, account in done.ledger.accounts.items():  # the tab's last table is the record's, limits marked
+        accounts = done.ledger.accounts
+        assert accounts and page.evaluate(TEXT.format("#cb-user-count")) == str(len(accounts))
+
+        def cells(user: str) -> list[str]:  # the first columns of a user's row, as the record has them
+            account = accounts[user]
             limit = done.plan.rates_of(user)[0][0].limit
-            assert rows[user][2:4] == [str(account.sent), f"{account.authorized} / {limit} per 2m"]
+            return [account.tier, user, str(account.sent), f"{account.authorized} / {limit} per 2m",
+                    str(account.limited)]
+
+        # the tab's last table is the record's: each tier's totals, the top users by calls and by limited
+        by_tier: dict[str, list] = {}
+        for account in accounts.values():
+            by_tier.setdefault(account.tier, []).append(account)
+        assert [[tier, row[:5]] for tier, row in page.evaluate(TOTALS)] == [
+            [tier, [tier, str(len(group)), str(sum(a.sent for a in group)), str(sum(a.authorized for a in group)),
+                    str(sum(a.limited for a in group))]] for tier, group in sorted(by_tier.items())]
+        by_sent = sorted(accounts.values(), key=lambda a: (-a.sent, a.user))[:10]
+        assert [[user, row[:5]] for user, row in page.evaluate(TOP_SENT)] == [[a.user, cells(a.user)] for a in by_sent]
+        by_limited = sorted((a for a in accounts.values() if a.limited), key=lambda a: (-a.limited, a.user))[:10]
+        assert by_limited  # the free tier (2 per 2m) is limited in 6 s of 1 request a second
+        assert [[user, row[:5]] for user, row in page.evaluate(TOP_LIMITED)] == [
+            [a.user, cells(a.user)] for a in by_limited]
+
+        # the search: a user's name shows its row, exact; part of a name every user has shows them all; no match
+        user = by_limited[0].user
+        page.fill("#cb-search", user)
+        page.wait_for(f"!!document.querySelector('#cb-matches tr[data-user=\"{user}\"]')", timeout=10)
+        matched = [u for u in accounts if user in u]
+        assert [[u, row[:5]] for u, row in page.evaluate(MATCHES)] == [[u, cells(u)] for u in sorted(matched)]
+        assert page.evaluate(TEXT.format("#cb-search-count")) == (
+            f"{len(matched)} user{'' if len(matched) == 1 else 's'} match “{user}”.")
+        page.fill("#cb-search", "USER")
+        page.wait_for(f"{MATCHES}.length === {len(accounts)}", timeout=10)
+        assert [u for u, _ in page.evaluate(MATCHES)] == sorted(accounts)
+        page.fill("#cb-search", "nobody")
+        page.wait_for("document.querySelector('#cb-search-count')?.dataset.matched === '0'", timeout=10)
+        assert (page.evaluate(TEXT.format("#cb-search-count")), page.evaluate(f"{MATCHES}.length")) == (
+            "No user with requests matches “nobody”.", 0)
         assert page.evaluate(RESULTS) is None  # nothing verified before the button is pressed
         page.click("#cb-verify")
         page.wait_for(RESULTS, timeout=120)
@@ -148,7 +184,9 @@ def test_a_run_with_locusts_controls_fills_the_tab_and_verify_shows_what_pytest_
         assert {outcome for outcome, _ in shown.values()} <= {"passed", "failed", "skipped"}
 
         page.click("button", "Reset")
-        page.wait_for(f"{LIVE_ROWS}.length === 0", timeout=10)  # cleared until new traffic
+        page.wait_for(f"{TOTALS}.length === 0 && !!document.querySelector('#cb-top-sent-empty')",
+                      timeout=10)  # cleared until new traffic
+        assert page.evaluate(f"{TOP_SENT}.length + {TOP_LIMITED}.length") == 0
         assert page.evaluate(TEXT.format("#cb-run-id")) == record["run_id"]
         assert RunRecord.load(runs / "latest").ledger.accounts.keys() == done.ledger.accounts.keys()
 
@@ -170,5 +208,5 @@ def test_with_check_a_failing_gateways_run_is_verified_on_its_own_with_the_failu
         table = shown["test_policy_limit_held[freeuser1-free-user-requests]"][1]
         assert table.startswith("freeuser1: the limit free-user-requests (2 per 120 s) did not hold: the client got 3 "
                                 "answer(s) past the limiter")
-        marker = page.evaluate("document.querySelector('#cb-live tr[data-user=freeuser1] .cb-limit').textContent")
+        marker = page.evaluate("document.querySelector('#cb-top-sent tr[data-user=freeuser1] .cb-limit').textContent")
         assert marker == "3 / 2 per 2m ⚠ over the limit"

@@ -133,6 +133,11 @@ class Run:
         if not environment.parsed_options.stop_timeout:
             environment.stop_timeout = min(LONGEST_STOP, max(GRACEFUL_STOP, 2 * self.slowest + 1))
 
+    def longest_stop(self) -> float:
+        """The longest a process may take to stop its users (each worker sets its own stop timeout from its own
+        slowest answers, which the master does not know)."""
+        return self.environment.parsed_options.stop_timeout or LONGEST_STOP
+
     def on_test_stop(self, environment: Environment, **_: Any) -> None:
         if not self.active:
             return
@@ -140,7 +145,9 @@ class Run:
         if self.is_worker:
             self.sync.send_final()
             return
-        self.finisher = gevent.spawn(self._finish, self.record, self._progress())
+        unfinished = self._progress()
+        missing = self.sync.collect_finals(self.lost_workers, self.longest_stop()) if self.sync.workers else []
+        self.finisher = gevent.spawn(self._finish, self.record, unfinished, missing)
 
     def on_quitting(self, environment: Environment, **_: Any) -> None:
         """Ctrl-C or SIGTERM: stop the run first, so that it is finished (and marked) like any other; wait for its
@@ -150,7 +157,7 @@ class Run:
         if self.active:
             self.runner.stop()
         if self.finisher is not None:
-            self.finisher.join(timeout=self.recorder.finish_bound())
+            self.finisher.join(timeout=self.longest_stop() + self.recorder.finish_bound())
         if self.failed:
             environment.process_exit_code = EXIT_PREFLIGHT
         elif self.record is not None and self.record.state != COMPLETE:
@@ -175,9 +182,9 @@ class Run:
         return (f"stopped before the scenario finished: {len(self.slots.done)} of {len(self.slots.slots)} simulated "
                 "users done")
 
-    def _finish(self, record: RunRecord | None, unfinished: str) -> None:
-        """The workers' last deltas, then the record (ledger first, then the counters after the run)."""
-        missing = self.sync.wait_for_finals(self.lost_workers)
+    def _finish(self, record: RunRecord | None, unfinished: str, missing: list[str]) -> None:
+        """The record, with the workers' last deltas (but those `missing`): the ledger first, then the counters
+        after the run."""
         if record is None:
             return
         if self.scenario is None:  # Locust's controls: how many simulated users took an identity

@@ -34,10 +34,14 @@ class ScenarioShape(LoadTestShape):
         run = run_of(environment)
         if run.active and (run.finished() or run.lost_workers()):
             return None
-        scenario = scenario_of(environment.parsed_options)
-        assert scenario is not None, "the scenario shape runs only with a scenario"
+        if run.active:  # the run's slots, made once at its start
+            slots = run.slots.slots
+        else:
+            scenario = scenario_of(environment.parsed_options)
+            assert scenario is not None, "the scenario shape runs only with a scenario"
+            slots = scenario.slots(run.plan)
         counts: dict[str, int] = {}
-        for slot in scenario.slots(run.plan):
+        for slot in slots:
             counts[slot.user_class] = counts.get(slot.user_class, 0) + 1
         classes = []
         for tier, count in counts.items():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
@@ -35,6 +35,7 @@ class SlotBook:
         self.endless: Stream | None = None  # Locust's controls: the stream of every slot
         self._taken: dict[str, int] = {}  # Locust's controls: slots made per tier
         self.claimed: dict[int, str] = {}  # slot index -> the worker that runs it ("" locally)
+        self._unclaimed: dict[str, Iterator[Slot]] = {}  # a scenario's slots per user class, in order
         self.done: set[int] = set()
         self.open = False
         self._requests = itertools.count()
@@ -57,6 +58,10 @@ class SlotBook:
               endless: Stream | None = None) -> None:
         """A scenario's `slots`; or, with Locust's controls, slots made on claim from `rotation` with `endless`."""
         self.slots, self.claimed, self.done = slots, {}, set()
+        by_class: dict[str, list[Slot]] = {}
+        for slot in slots:
+            by_class.setdefault(slot.user_class, []).append(slot)
+        self._unclaimed = {user_class: iter(share) for user_class, share in by_class.items()}
         self.rotation, self.endless, self._taken = rotation or {}, endless, {}
 
     @property
@@ -99,11 +104,10 @@ class SlotBook:
             return None
         if self.endless is not None:
             return self._make(user_class, worker)
-        for slot in self.slots:
-            if slot.user_class == user_class and slot.index not in self.claimed:
-                self.claimed[slot.index] = worker
-                return slot
-        return None
+        slot = next(self._unclaimed.get(user_class, iter(())), None)
+        if slot is not None:
+            self.claimed[slot.index] = worker
+        return slot
 
     def _make(self, user_class: str, worker: str) -> Slot | None:
         """A new slot with the next identity of the tier, round-robin."""

@@ -31,6 +31,7 @@ class LedgerSync:
         if isinstance(runner, WorkerRunner):
             environment.events.report_to_master.add_listener(
                 lambda client_id, data, **_: data.update(chargeback=self.ledger.drain()))
+            runner.register_message("chargeback_stop", lambda msg, **_: gevent.spawn(runner.stop))
         elif isinstance(runner, MasterRunner):
             environment.events.worker_report.add_listener(self._on_report)
             runner.register_message("chargeback_final", self._on_final)
@@ -44,9 +45,13 @@ class LedgerSync:
         """On a worker: what is left of its ledger, to the master."""
         self.environment.runner.send_message("chargeback_final", self.ledger.drain())
 
-    def wait_for_finals(self, lost: Callable[[], list[str]]) -> list[str]:
-        """Wait (bounded) until every worker that is not lost sent its final delta; the workers that did not."""
-        deadline = time.monotonic() + FINAL_REPORT_WAIT
+    def collect_finals(self, lost: Callable[[], list[str]], stopping: float) -> list[str]:
+        """On the master, when the run stops: ask every worker to stop its users (a quitting master sends no stop
+        of its own, and hears nothing more once it has quit), and wait until every worker that is not lost sent
+        its final delta (at most `stopping`, the longest a worker may take to stop its users, and
+        FINAL_REPORT_WAIT more); the workers that did not."""
+        self.environment.runner.send_message("chargeback_stop")
+        deadline = time.monotonic() + stopping + FINAL_REPORT_WAIT
         while self.workers - self.finals - set(lost()) and time.monotonic() < deadline:
             gevent.sleep(0.05)
         return sorted(self.workers - self.finals)

@@ -1,15 +1,19 @@
-"""The web UI: the Chargeback tab (run id, tiers with limits and prices, the live per-user and per-tier table with
-limit markers, CSV, Verify) and the start form's scenario picker, drawn by users/static/chargeback.js.
+"""The web UI: the Chargeback tab (run id, tiers with limits and prices, the live per-tier totals, the top users by
+calls and by limited with their limit markers, a search by user, CSV, Verify) and the start form's scenario picker,
+drawn by users/static/chargeback.js.
 
-Routes: /chargeback/table (the tab's JSON), /chargeback/csv, /chargeback/scenarios (the picker's choices),
-/chargeback/verify (GET: the checks' status and results; POST: run them on the last run record),
-/chargeback/static/<file>; behind Locust's --web-login when it is on. A POST /swarm first selects its form's
-`scenario` (users.shape.choose_scenario).
+Routes: /chargeback/table (the tab's JSON: `?top=N` users per top list, `?user=TEXT` the users whose name holds it),
+/chargeback/csv (every user), /chargeback/scenarios (the picker's choices), /chargeback/verify (GET: the checks'
+status and results; POST: run them on the last run record), /chargeback/static/<file>; behind Locust's --web-login
+when it is on. A POST /swarm first selects its form's `scenario` (users.shape.choose_scenario).
 Nothing served holds an API key: the tab reads the Plan's masked summary, never its identities.
+With 10,000 identities a refresh costs one pass over the ledger's rows (the totals, two top-N selections and the
+search), never a row per user to the browser: the CSV is where every user is.
 """
 from __future__ import annotations
 
 import csv
+import heapq
 import io
 import json
 import subprocess
@@ -47,6 +51,9 @@ PAGE_TAGS = ('<link rel="stylesheet" href="./chargeback/static/chargeback.css">'
 CHOICE_OPTIONS = ("tier_weights", "pattern", "duration", "users_per_identity")  # what choose_scenario reads
 VERIFY_TIMEOUT = 600.0  # seconds the checks may take before the UI gives up on them
 Baseline = dict[str, dict[str, Any]]  # user -> its row when the stats were reset
+DEFAULT_TOP, MAX_TOP = 10, 100  # users per top list: by default, and at most (`?top=N`)
+MAX_MATCHES = 50  # users a search shows at most (it says how many matched)
+TIER_USERS_SHOWN = 10  # user names per tier in the tiers' table (it says how many there are)
 
 
 def window_text(seconds: float) -> str:
@@ -84,28 +91,85 @@ def since(users: list[dict[str, Any]], baseline: Baseline) -> list[dict[str, Any
     return rows
 
 
-def table_rows(plan: Plan, summary: PlanSummary, ledger: Ledger, baseline: Baseline | None = None
-               ) -> list[dict[str, Any]]:
-    """Per-user rows with their limit markers, each tier followed by its total row (user `(all users)`); with a
-    baseline, what came since it."""
-    users, _ = ledger.table(plan)
+def user_table(plan: Plan, ledger: Ledger, baseline: Baseline | None = None
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`Ledger.table`'s rows per user (by tier, then user) and per tier (user `(all users)`); with a baseline, what
+    came since it."""
+    users, tiers = ledger.table(plan)
     if baseline is not None:
         users = since(users, baseline)
-    tiers = totals_by(users, "tier", COUNTS + ("cost",))
-    rows: list[dict[str, Any]] = []
-    for total in tiers:
-        for row in (r for r in users if r["tier"] == total["tier"]):
-            account = ledger.accounts[row["user"]]
-            span = (account.last or 0.0) - (account.first or 0.0)
-            rows.append({**row, "limits": limit_markers(summary, row["user"], row["authorized"], span)})
-        rows.append({**total, "user": ALL_USERS, "cost": round(total["cost"], 6), "limits": []})
-    return rows
+        tiers = totals_by(users, "tier", COUNTS + ("cost",))
+    return users, [{**total, "user": ALL_USERS, "cost": round(total["cost"], 6)} for total in tiers]
+
+
+def with_markers(summary: PlanSummary, ledger: Ledger, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """User rows, each with its `limits` (limit markers over the span of all its requests in the ledger)."""
+    marked = []
+    for row in rows:
+        account = ledger.accounts[row["user"]]
+        span = (account.last or 0.0) - (account.first or 0.0)
+        marked.append({**row, "limits": limit_markers(summary, row["user"], row["authorized"], span)})
+    return marked
+
+
+def top_users(users: list[dict[str, Any]], key: str, n: int) -> list[dict[str, Any]]:
+    """The `n` users with the most `key` (more than 0), the most first; ties by user name. One pass: O(users log n)."""
+    return heapq.nsmallest(n, (r for r in users if r[key] > 0), key=lambda r: (-r[key], r["user"]))
+
+
+def search_users(users: list[dict[str, Any]], text: str, limit: int = MAX_MATCHES
+                 ) -> tuple[int, list[dict[str, Any]]]:
+    """How many users' names contain `text` (case-insensitive), and the first `limit` of them by name."""
+    needle = text.casefold()
+    found = [r for r in users if needle in r["user"].casefold()]
+    return len(found), heapq.nsmallest(limit, found, key=lambda r: r["user"])
+
+
+def top_count(value: str | None) -> int:
+    """`?top=N`: a whole number, at least 1 and at most MAX_TOP; DEFAULT_TOP when missing or not a number."""
+    try:
+        return max(1, min(MAX_TOP, int(value or DEFAULT_TOP)))
+    except ValueError:
+        return DEFAULT_TOP
+
+
+def table_json(plan: Plan, summary: PlanSummary, ledger: Ledger, baseline: Baseline | None = None,
+               top: int = DEFAULT_TOP, search: str = "") -> dict[str, Any]:
+    """The tab's table: `users` (how many have rows), `totals` (a row per tier), `top_sent` and `top_limited` (the
+    `top` users by calls and by limited), and with `search`, `search` {text, matched, limit, rows} (the users whose
+    name contains it); each user row shown with its limit markers. With a baseline, what came since it."""
+    users, totals = user_table(plan, ledger, baseline)
+    table: dict[str, Any] = {"users": len(users), "totals": totals, "top": top,
+                             "top_sent": with_markers(summary, ledger, top_users(users, "sent", top)),
+                             "top_limited": with_markers(summary, ledger, top_users(users, "limited", top)),
+                             "search": None}
+    if search:
+        matched, rows = search_users(users, search)
+        table["search"] = {"text": search, "matched": matched, "limit": MAX_MATCHES,
+                           "rows": with_markers(summary, ledger, rows)}
+    return table
+
+
+def csv_rows(users: list[dict[str, Any]], totals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every user, each tier's users followed by its total row (user `(all users)`)."""
+    by_tier: dict[str, list[dict[str, Any]]] = {}
+    for row in users:
+        by_tier.setdefault(row["tier"], []).append(row)
+    return [row for total in totals for row in (*by_tier.get(total["tier"], ()), total)]
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=[k for k, _ in COLUMNS], extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
 
 
 def tiers_json(summary: PlanSummary) -> list[dict[str, Any]]:
-    """Each tier's users, request and token limits, and prices."""
+    """Each tier's users (the first TIER_USERS_SHOWN names, and how many), request and token limits, and prices."""
     limits = {l.name: l for l in summary.limits}
-    return [{"name": name, "users": list(tier.users),
+    return [{"name": name, "users": list(tier.users[:TIER_USERS_SHOWN]), "user_count": len(tier.users),
              "price": {"per_call": tier.price.per_call, "per_1k_tokens": tier.price.per_1k_tokens},
              "limits": [{"name": l.name, "kind": l.kind,
                          "rates": [f"{r.limit} per {window_text(r.window)}" for r in l.rates]}
@@ -163,15 +227,24 @@ class Tab:
         self.reset_at: float | None = None
         self.verification = ChecksStatus()
 
-    def rows(self) -> list[dict[str, Any]]:
-        """The table since the last reset of the current run's ledger."""
-        run = self.run
-        baseline = self.reset[1] if self.reset is not None and self.reset[0] is run.ledger else None
-        return table_rows(run.plan, run.summary, run.ledger, baseline)
+    def baseline(self) -> Baseline | None:
+        """The users' rows at the last reset of the current run's ledger (None: no reset of this ledger)."""
+        return self.reset[1] if self.reset is not None and self.reset[0] is self.run.ledger else None
 
-    def table(self) -> dict[str, Any]:
-        return {"run": run_json(self.run.record), "currency": self.run.summary.currency, "reset_at": self.reset_at,
-                "tiers": tiers_json(self.run.summary), "rows": self.rows()}
+    def table(self, top: int = DEFAULT_TOP, search: str = "") -> dict[str, Any]:
+        """The tab's JSON since the last reset: the run, currency, tiers and `table_json`."""
+        run = self.run
+        return {"run": run_json(run.record), "currency": run.summary.currency, "reset_at": self.reset_at,
+                "tiers": tiers_json(run.summary),
+                **table_json(run.plan, run.summary, run.ledger, self.baseline(), top, search)}
+
+    def totals(self) -> list[dict[str, Any]]:
+        """The per-tier rows since the last reset (Locust's own table of the tab, which ours hides, gets these)."""
+        return user_table(self.run.plan, self.run.ledger, self.baseline())[1]
+
+    def csv(self) -> str:
+        """The table file: every user since the last reset, each tier followed by its total."""
+        return csv_text(csv_rows(*user_table(self.run.plan, self.run.ledger, self.baseline())))
 
     def on_reset(self, **_: Any) -> None:
         """Locust's reset button: the table starts again from here (the run record keeps everything)."""
@@ -269,7 +342,7 @@ def register(environment: Environment, run: Run) -> None:
             response.set_data(response.get_data(as_text=True).replace("</body>", f"{PAGE_TAGS}</body>", 1))
         elif request.path == "/stats/requests" and response.is_json:
             data = response.get_json()
-            data["extended_stats"] = [{"key": "chargeback", "data": tab.rows()}]
+            data["extended_stats"] = [{"key": "chargeback", "data": tab.totals()}]
             response.set_data(json.dumps(data))
         return response
 
@@ -280,7 +353,7 @@ def register(environment: Environment, run: Run) -> None:
     @app.route("/chargeback/table")
     @web_ui.auth_required_if_enabled
     def chargeback_table() -> Response:
-        return jsonify(tab.table())
+        return jsonify(tab.table(top_count(request.args.get("top")), request.args.get("user", "").strip()))
 
     @app.route("/chargeback/scenarios")
     @web_ui.auth_required_if_enabled
@@ -296,9 +369,5 @@ def register(environment: Environment, run: Run) -> None:
     @app.route("/chargeback/csv")
     @web_ui.auth_required_if_enabled
     def chargeback_csv() -> Response:
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=[k for k, _ in COLUMNS], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(tab.rows())
-        return Response(out.getvalue(), mimetype="text/csv",
+        return Response(tab.csv(), mimetype="text/csv",
                         headers={"Content-Disposition": "attachment; filename=chargeback.csv"})

@@ -61,11 +61,35 @@
   }
 
   // --- The Chargeback tab: our panel in place of Locust's table of it -------------------------------------------
+  // The server sends the per-tier totals, the top users by calls and by limited, and the users a search matches:
+  // never a row per user (with 10,000 identities the CSV is the table of everyone).
+  const TOP = 10;  // users per top list
+  const SEARCH_DELAY = 300;  // ms after the last keystroke before a search is sent
+  const TOTALS = [["tier", "Tier"], ["users", "Users"], ["sent", "Sent"], ["authorized", "Authorized"],
+    ["limited", "Limited (429)"], ["rejected", "Rejected (401/403)"], ["errors", "Errors"],
+    ["prompt_tokens", "Prompt tokens"], ["completion_tokens", "Completion tokens"], ["total_tokens", "Total tokens"],
+    ["cost", "Cost"]];
+
   function markers(row) {
     if (!row.limits.length) return esc(row.authorized);
     return row.limits.map((m) => `<span class="cb-limit${m.over ? " cb-over" : ""}" data-over="${m.over}" `
       + `title="${esc(m.limit_name)}: at most ${m.allowed} in ${m.windows} window(s)">${esc(m.text)}`
       + `${m.over ? " ⚠ over the limit" : ""}</span>`).join("<br>");
+  }
+
+  function userTable(id, rows, empty) {  // user rows with Locust's columns of the tab, limit markers on authorized
+    const columns = args.extended_tables[0].structure;
+    if (!rows.length) return `<p class="cb-empty" id="${id}-empty">${esc(empty)}</p>`;
+    const body = rows.map((row) => `<tr data-user="${esc(row.user)}" data-tier="${esc(row.tier)}">`
+      + columns.map((c) => `<td data-key="${c.key}">${c.key === "authorized" ? markers(row) : esc(row[c.key])}</td>`)
+        .join("") + "</tr>").join("");
+    return `<table class="cb-table cb-users" id="${id}"><thead><tr>`
+      + `${columns.map((c) => `<th>${esc(c.title)}</th>`).join("")}</tr></thead><tbody>${body}</tbody></table>`;
+  }
+
+  function tierUsers(tier) {
+    const more = tier.user_count - tier.users.length;
+    return tier.users.join(", ") + (more > 0 ? `, … (${tier.user_count.toLocaleString("en")} users)` : "");
   }
 
   function renderTable(table) {
@@ -74,20 +98,34 @@
     const head = run ? `Run <b id="cb-run-id">${esc(run.id)}</b> (scenario ${esc(run.scenario)}): `
       + `<span id="cb-run-state">${esc(run.state)}</span>${reason}` : "No run yet.";
     const tiers = table.tiers.map((t) => `<tr data-tier="${esc(t.name)}"><td>${esc(t.name)}</td>`
-      + `<td>${esc(t.users.join(", "))}</td>`
+      + `<td>${esc(tierUsers(t))}</td>`
       + `<td>${esc(t.limits.map((l) => `${l.name}: ${l.rates.join(", ")} (${l.kind})`).join("; "))}</td>`
       + `<td>${esc(t.price.per_call)}</td><td>${esc(t.price.per_1k_tokens)}</td></tr>`).join("");
-    const columns = args.extended_tables[0].structure;
-    const rows = table.rows.map((row) => `<tr data-user="${esc(row.user)}" data-tier="${esc(row.tier)}">`
-      + columns.map((c) => `<td data-key="${c.key}">${c.key === "authorized" ? markers(row) : esc(row[c.key])}</td>`)
-        .join("") + "</tr>").join("");
+    const totals = table.totals.map((row) => `<tr data-tier="${esc(row.tier)}">`
+      + TOTALS.map(([key]) => `<td data-key="${key}">${esc(row[key])}</td>`).join("") + "</tr>").join("");
     return `<p>${head} · currency <span id="cb-currency">${esc(table.currency)}</span> · `
-      + `<a href="chargeback/csv" download>Download the table (CSV)</a></p>
+      + `<a href="chargeback/csv" download>Download the table of every user (CSV)</a></p>
       <table class="cb-table" id="cb-tiers"><thead><tr><th>Tier</th><th>Users</th><th>Limits</th>
         <th>Per call (${esc(table.currency)})</th><th>Per 1k tokens (${esc(table.currency)})</th></tr></thead>
         <tbody>${tiers}</tbody></table>
-      <table class="cb-table" id="cb-live"><thead><tr>${columns.map((c) => `<th>${esc(c.title)}</th>`).join("")}</tr>
-        </thead><tbody>${rows}</tbody></table>`;
+      <h4>Per tier <span class="cb-note">(<span id="cb-user-count">${esc(table.users)}</span> users with requests)`
+      + `</span></h4>
+      <table class="cb-table" id="cb-totals"><thead><tr>${TOTALS.map(([, title]) => `<th>${esc(title)}</th>`).join("")}
+        </tr></thead><tbody>${totals}</tbody></table>
+      <div class="cb-tops"><div><h4>Top users by calls</h4>
+        ${userTable("cb-top-sent", table.top_sent, "No requests yet.")}</div>
+      <div><h4>Top users by limited</h4>${userTable("cb-top-limited", table.top_limited, "No user was limited.")}
+      </div></div>`;
+  }
+
+  function renderSearch(search) {
+    if (!search) return "";
+    const shown = search.rows.length;
+    const count = search.matched === 0 ? `No user with requests matches “${esc(search.text)}”.`
+      : `${search.matched} user${search.matched === 1 ? "" : "s"} match “${esc(search.text)}”`
+        + (search.matched > shown ? `: the first ${shown} by name (the CSV has every user).` : ".");
+    return `<p id="cb-search-count" data-matched="${search.matched}">${count}</p>`
+      + (shown ? userTable("cb-matches", search.rows, "") : "");
   }
 
   function renderChecks(checks) {
@@ -106,11 +144,19 @@
   }
 
   let lastRefusal = "";
+  let asked = 0;  // refreshes sent, and the newest one drawn: an older answer (a search since changed) is dropped
+  let drawn = 0;
   async function refresh() {
     const panel = document.getElementById("cb-panel");
     if (!panel) return;
-    const [table, checks] = await Promise.all([getJson("chargeback/table"), getJson("chargeback/verify")]);
+    const mine = ++asked;
+    const search = panel.querySelector("#cb-search").value.trim();
+    const query = `chargeback/table?top=${TOP}${search ? `&user=${encodeURIComponent(search)}` : ""}`;
+    const [table, checks] = await Promise.all([getJson(query), getJson("chargeback/verify")]);
+    if (mine < drawn || !panel.isConnected) return;
+    drawn = mine;
     setHtml(panel.querySelector("#cb-table"), renderTable(table));
+    setHtml(panel.querySelector("#cb-search-results"), renderSearch(table.search));
     setHtml(panel.querySelector("#cb-checks"), renderChecks({ ...checks, refused: lastRefusal }));
     const button = panel.querySelector("#cb-verify");
     const busy = !table.run || table.run.state === "running" || checks.state === "running";
@@ -131,9 +177,17 @@
     panel = document.createElement("div");
     panel.id = "cb-panel";
     panel.innerHTML = `<div id="cb-table"></div>
+      <p id="cb-search-box"><label for="cb-search">Search users by name</label>
+        <input id="cb-search" type="search" autocomplete="off" placeholder="part of a user name"></p>
+      <div id="cb-search-results"></div>
       <p><button id="cb-verify" type="button" disabled>Verify</button> the last run record with the checks</p>
       <div id="cb-checks"></div>`;
     panel.querySelector("#cb-verify").addEventListener("click", verify);
+    let typing = null;  // debounced: one search once the typing pauses
+    panel.querySelector("#cb-search").addEventListener("input", () => {
+      clearTimeout(typing);
+      typing = setTimeout(refresh, SEARCH_DELAY);
+    });
     anchor.before(panel);
     anchor.style.display = "none";
     refresh();
