@@ -6,7 +6,7 @@ VENV ?= .venv
 PY = $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test-setup test fast demo stack bench lint
+.PHONY: setup test-setup test fast demo stack bench soak lint
 
 APT_INSTALL = apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
@@ -42,3 +42,8 @@ bench: setup
 	$(PY) bench/ledger_overhead.py
 	$(PY) bench/verdict_latency.py
 	$(PY) bench/plan_scale.py
+	$(PY) bench/verdict_scale.py
+	$(PY) bench/webui_scale.py
+
+soak: setup  # ten minutes of the stand-in with 10,000 identities at its most, --processes 2 (bench/soak_e2e.py)
+	$(PY) bench/soak_e2e.py
