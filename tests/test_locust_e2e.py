@@ -247,7 +247,7 @@ def test_a_worker_that_loaded_another_plan_gets_no_users_and_the_record_says_so(
             worker.kill()
             worker.wait(timeout=30)
     record = RunRecord.load(runs / "latest")
-    assert (record.state, master.returncode) == (INCOMPLETE, 3), err[-2000:]
+    assert (record.state, master.returncode) == (INCOMPLETE, 3), err[-6000:]
     assert re.search(r"worker \S+ loaded another Plan \(digest [0-9a-f]{16}, the master's [0-9a-f]{16}\): start "
                      r"master and workers with the same --policy", record.meta["reason"]), record.meta["reason"]
     assert sum(a.sent for a in record.ledger.accounts.values()) == 0

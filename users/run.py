@@ -70,7 +70,24 @@ class Run:
         events.request.add_listener(run.accounting.on_request)
         run.sync.register(environment)
         run.slots.register(environment)
+        if isinstance(environment.runner, MasterRunner):
+            run._finish_before_quitting(environment.runner)
         return run
+
+    def _finish_before_quitting(self, runner: MasterRunner) -> None:
+        """Locust's quit (a run time's end, a shape's, ours) stops the run without telling the workers, tells them
+        to quit and stops hearing them half a second later: stop the run first and wait for its record, the
+        workers' final deltas in it."""
+        quit_now = runner.quit
+
+        def quit_when_finished() -> None:
+            if self.active:
+                runner.stop(send_stop_to_client=False)
+            if self.finisher is not None:
+                self.finisher.join(timeout=self.longest_stop() + self.recorder.finish_bound())
+            quit_now()
+
+        runner.quit = quit_when_finished  # type: ignore[method-assign]
 
     @property
     def ledger(self) -> Ledger:
@@ -145,9 +162,7 @@ class Run:
         if self.is_worker:
             self.sync.send_final()
             return
-        unfinished = self._progress()
-        missing = self.sync.collect_finals(self.lost_workers, self.longest_stop()) if self.sync.workers else []
-        self.finisher = gevent.spawn(self._finish, self.record, unfinished, missing)
+        self.finisher = gevent.spawn(self._finish, self.record, self._progress())
 
     def on_quitting(self, environment: Environment, **_: Any) -> None:
         """Ctrl-C or SIGTERM: stop the run first, so that it is finished (and marked) like any other; wait for its
@@ -182,9 +197,9 @@ class Run:
         return (f"stopped before the scenario finished: {len(self.slots.done)} of {len(self.slots.slots)} simulated "
                 "users done")
 
-    def _finish(self, record: RunRecord | None, unfinished: str, missing: list[str]) -> None:
-        """The record, with the workers' last deltas (but those `missing`): the ledger first, then the counters
-        after the run."""
+    def _finish(self, record: RunRecord | None, unfinished: str) -> None:
+        """The workers' last deltas, then the record (ledger first, then the counters after the run)."""
+        missing = self.sync.collect_finals(self.lost_workers, self.longest_stop()) if self.sync.workers else []
         if record is None:
             return
         if self.scenario is None:  # Locust's controls: how many simulated users took an identity
