@@ -1,6 +1,7 @@
 # `make test` and `make demo` do their own set-up: Debian's prometheus (and chromium, curl and iproute2 for the tests:
-# the distributed test puts master, workers and gateway in network namespaces of their own) when
-# missing, then a virtual environment in .venv with this package (editable) and the pinned Python packages.
+# the distributed test puts master, workers and gateway in network namespaces of their own; nginx and openssl: a
+# Prometheus behind a TLS, bearer-token proxy) when missing, then a virtual environment in .venv with this package
+# (editable) and the pinned Python packages.
 PYTHON ?= python3
 VENV ?= .venv
 PY = $(VENV)/bin/python
@@ -10,6 +11,9 @@ PYTEST_ARGS ?=
 
 APT_INSTALL = apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
+# cargo builds the differential test's Limitador harness (tests/limitador_harness); rustup's default place counts too
+export PATH := $(PATH):$(HOME)/.cargo/bin
+
 $(PY):
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || ($(APT_INSTALL) python3-venv && rm -rf $(VENV) && $(PYTHON) -m venv $(VENV))
 
@@ -18,8 +22,11 @@ setup: $(PY)
 	$(PY) -m pip install -q -r requirements.txt -e .
 
 test-setup: setup
-	@command -v chromium >/dev/null && command -v curl >/dev/null && command -v ip >/dev/null || \
-		($(APT_INSTALL) chromium curl iproute2)
+	@command -v chromium >/dev/null && command -v curl >/dev/null && command -v ip >/dev/null && \
+		(command -v nginx || test -x /usr/sbin/nginx) >/dev/null && command -v openssl >/dev/null || \
+		($(APT_INSTALL) chromium curl iproute2 nginx-light openssl)
+	@if command -v cargo >/dev/null; then cargo --version; \
+		else echo "cargo not found: tests/test_limitador_differential.py (the real Limitador) will be skipped"; fi
 
 test: test-setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
@@ -44,6 +51,7 @@ bench: setup
 	$(PY) bench/plan_scale.py
 	$(PY) bench/verdict_scale.py
 	$(PY) bench/webui_scale.py
+	$(PY) bench/headers_witness.py
 
 soak: setup  # ten minutes of the stand-in with 10,000 identities at its most, --processes 2 (bench/soak_e2e.py)
 	$(PY) bench/soak_e2e.py

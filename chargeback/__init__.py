@@ -12,4 +12,4 @@ The library's public modules, in the order of the flow:
 
 Each is imported on its own (importing this package loads none of them).
 """
-__version__ = "0.11.0"
+__version__ = "0.12.0"

@@ -10,9 +10,10 @@ from pathlib import Path
 from types import FrameType
 
 from .demo import run_demo
+from .limits import main_limits
 from .manifests import ManifestError
 from .plan import DEFAULT_POLICY, load_plan, parse_window
-from .prometheus import MetricsSourceError
+from .prometheus import PROMETHEUS_AUTH_OPTIONS, MetricsSourceError, PrometheusAuth
 from .record import RecordError
 from .rules import main_rules
 from .schema import SCHEMAS
@@ -38,8 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--per-token", type=float, default=0.0, help="model time per completion token, seconds")
     up.add_argument("--fault", action="append", default=[], metavar="KIND[:ARG]",
                     help="make the gateway miscount, to see the checks fail: over-limit[:USER], "
-                         "drop-authorized[:USER], double-count[:USER], drop-tokens[:USER], model-429[:USER], "
-                         "fail-open[:USER], mislabel:USER=GROUP, no-group, reset-after:N, forget-after:N")
+                         "token-over-limit[:USER], drop-authorized[:USER], double-count[:USER], drop-tokens[:USER], "
+                         "model-429[:USER], auth-uncounted[:USER], early-reset[:USER], fail-open[:USER], "
+                         "headers-stale[:USER], mislabel:USER=GROUP, no-group, reset-after:N, forget-after:N")
+    up.add_argument("--rate-limit-headers", action="store_true",
+                    help="serve X-RateLimit-Limit/Remaining/Reset, as Limitador with "
+                         "rateLimitHeaders: DRAFT_VERSION_03")
+    up.add_argument("--overshoot", type=float, nargs="?", const=0.05, default=0.0, metavar="SECONDS",
+                    help="Limitador's check-then-update race: the limiter reads, then updates SECONDS later "
+                         "(default 0.05), so concurrent requests of one counter can all pass and overshoot a limit")
     up.add_argument("--replicas", type=int, default=1, metavar="N",
                     help="limiter replicas, each a Prometheus target with its admin API on its own port (default 1)")
     up.add_argument("--replica-storage", default="shared", choices=("shared", "separate"),
@@ -55,17 +63,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help="price per authorized call, overriding the Plan's (repeatable)")
     report.add_argument("--token-price", action="append", default=[], metavar="TIER=USD",
                         help="price per 1000 tokens, overriding the Plan's (repeatable)")
+    report.add_argument("--input-token-price", action="append", default=[], metavar="TIER=USD",
+                        help="price per 1000 input (prompt) tokens, overriding the Plan's (repeatable)")
+    report.add_argument("--output-token-price", action="append", default=[], metavar="TIER=USD",
+                        help="price per 1000 output (completion) tokens, overriding the Plan's (repeatable)")
     report.add_argument("--prometheus-url", help="Prometheus: with --since, the report of a time range")
     report.add_argument("--since", help="with --prometheus-url: the range, e.g. 24h, 30m")
     report.add_argument("--policy", action="append", metavar="PATH",
                         help="with --since: manifests giving tiers and prices (default deploy/kuadrant)")
     report.add_argument("--schema", choices=sorted(SCHEMAS), help="metric names (default: detected)")
     report.add_argument("--job", help="Prometheus scrape job of the gateway's metrics (default: any)")
+    for name, kwargs in PROMETHEUS_AUTH_OPTIONS:
+        report.add_argument(name, **kwargs)
     rules = commands.add_parser("rules", help="Prometheus recording rules for chargeback, from the manifests")
     rules.add_argument("--schema", required=True, choices=sorted(SCHEMAS), help="metric names the rules read")
     rules.add_argument("--policy", action="append", metavar="PATH",
                        help="Kuadrant manifest file or folder (repeatable; default deploy/kuadrant)")
     rules.add_argument("--out", metavar="FILE", help="write the rule file here (default: standard output)")
+    limits = commands.add_parser("limits", help="the Limitador limits the manifests compile to, as a limits file")
+    limits.add_argument("--policy", action="append", metavar="PATH",
+                        help="Kuadrant manifest file or folder (repeatable; default deploy/kuadrant)")
+    limits.add_argument("--namespace", help="limitador_namespace of policies that reach no HTTPRoute of the manifests "
+                                            "(default: the one HTTPRoute's, else llm/vllm-httproute)")
+    limits.add_argument("--limitador-url", help="compare with Limitador's GET /limits/{ns} instead (exit 1 if differs)")
     return parser
 
 
@@ -74,13 +94,16 @@ def _report(args: argparse.Namespace) -> int:
     from .report_files import write_all
 
     per_call, per_1k = parse_prices(args.price, "price"), parse_prices(args.token_price, "token-price")
+    overrides = {"per_1k_input_tokens": parse_prices(args.input_token_price, "input-token-price"),
+                 "per_1k_output_tokens": parse_prices(args.output_token_price, "output-token-price")}
+    auth = PrometheusAuth.resolve(args.prometheus_token, args.prometheus_token_file, args.prometheus_ca, args.insecure)
     if args.run:
-        report = from_run(args.run, per_call, per_1k, args.prometheus_url)
+        report = from_run(args.run, per_call, per_1k, args.prometheus_url, auth, overrides)
         out = Path(args.out or Path(args.run) / "report")
     elif args.prometheus_url and args.since:
         plan = load_plan(args.policy or [DEFAULT_POLICY])
         report = from_prometheus(args.prometheus_url, parse_window(args.since), plan, per_call, per_1k,
-                                 args.schema, args.job)
+                                 args.schema, args.job, auth=auth, overrides=overrides)
         out = Path(args.out or Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
     else:
         raise ValueError("report needs a run folder, or --prometheus-url with --since (e.g. --since 24h)")
@@ -106,7 +129,8 @@ def _stack_up(args: argparse.Namespace) -> int:
         raise ValueError(f"--replicas {args.replicas}: expected 1 or more")
     stack = LocalStack(policies, args.schema, args.gateway_port, args.prometheus_port, args.namespace,
                        args.ttft, args.per_token, faults=args.fault, replicas=args.replicas,
-                       replica_storage=args.replica_storage)
+                       replica_storage=args.replica_storage, rate_limit_headers=args.rate_limit_headers,
+                       overshoot=args.overshoot)
     stopping = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -117,7 +141,8 @@ def _stack_up(args: argparse.Namespace) -> int:
     print(f"starting: {len(plan.identities)} identities, {len(plan.limits)} limits, schema {args.schema} ...",
           flush=True)
     with stack:
-        print(f"gateway     {stack.gateway_url}  (OpenAI API; Limitador /metrics /limits /counters /status)")
+        print(f"gateway     {stack.gateway_url}  (OpenAI API; Limitador /metrics /limits /counters /status; "
+              "Authorino /server-metrics)")
         for i, url in enumerate(stack.replica_urls[1:], 1):
             print(f"replica {i:<3} {url}  (Limitador /metrics /limits /counters /status; "
                   f"{args.replica_storage} storage)")
@@ -144,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args)
         if args.command == "rules":
             return main_rules(args)
+        if args.command == "limits":
+            return main_limits(args)
     except (ManifestError, MetricsSourceError, RecordError, VerifyError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -50,5 +50,5 @@ def run_demo(policies: list[str], schema: str = "seed", runs_dir: str = "runs") 
     print(chargeback_tables(report))
     paths = write_all(report, run / "report")
     verdict = "PASS: every check passed" if code == 0 else f"FAIL: the checks failed (exit {code})"
-    print(f"\n{verdict}; run record {run}\nreport: {paths[2]} (also .csv, .json)")
+    print(f"\n{verdict}; run record {run}\nreport: {paths[2]} (also .csv, -models.csv, .json)")
     return code

@@ -410,9 +410,57 @@ def _most_windows(sent: np.ndarray, done: np.ndarray, length: float, opens_from:
         position, next_open = in_flight, opening + max(length, EDGE)
 
 
-def under_token_limits(p: Prediction) -> Prediction:
-    """A token limit may also have limited requests, and the model does not follow tokens: only the request
-    limits' upper bound on authorized calls still holds."""
-    reaching = p.authorized[1] + p.limited[1]
-    return Prediction((0, p.authorized[1]), (p.limited[0], reaching), p.modelled,
-                      why_range="token limits apply, which the model does not follow")
+
+def in_flight_at_once(requests: Timeline) -> int:
+    """The most requests in flight at one moment: their [sent, answered] intervals overlapping (at equal times an
+    answer comes before a send)."""
+    if not len(requests):
+        return 0
+    times = np.concatenate((requests.sent, requests.done))
+    steps = np.concatenate((np.ones(len(requests)), -np.ones(len(requests))))
+    return int(np.cumsum(steps[np.lexsort((steps, times))]).max())
+
+
+@dataclass(frozen=True)
+class Overshoot:
+    """A group of requests in flight together that got more answers through than any world had room for, by less
+    than the most of them in flight at once: Limitador's check-then-update race (they read the counters before any
+    of them was added)."""
+
+    first: int  # 1-based positions in the identity's timeline
+    last: int
+    over: int  # answers through beyond the most any world lets through
+    in_flight: int  # the most of them in flight at once
+    limits: tuple[str, ...]  # labels of the rates that were full in the worlds that limited one of them
+
+
+def explain_overshoot(requests: Timeline, rates: list[Rate], prior: Prior) -> tuple[Explanation, tuple[Overshoot, ...]]:
+    """`explain`, reading a group the worlds let at least one of, but fewer than it got through, as an overshoot
+    when the excess is below the most of its requests in flight at once: the worlds after it are those that let the
+    most of it through, every counter higher by the excess (raced requests are added to every counter), and the
+    rest of the timeline is explained from there. The explanation of what is left, and the overshoots."""
+    rates_t = tuple(rates)
+    states, offset, found = set(prior.states), 0, []
+    while True:
+        followed = follow(requests, rates, states)
+        if followed is None:
+            return Explanation(None, why="too many open possibilities to follow"), tuple(found)
+        before, odd = followed
+        if odd is None:
+            return Explanation(True), tuple(found)
+        positions = np.arange(len(requests))
+        group = requests.where((positions >= odd.first - 1) & (positions < odd.last))
+        over, at_once = odd.authorized - odd.possible[1], in_flight_at_once(group)
+        if odd.first == odd.last or odd.possible[1] < 1 or not 0 < over < at_once:
+            moved = Unexplained(odd.first + offset, odd.last + offset, odd.sent, odd.authorized, odd.limited,
+                                odd.possible, odd.full)
+            return Explanation(False, moved), tuple(found)
+        found.append(Overshoot(odd.first + offset, odd.last + offset, over, at_once, odd.full))
+        members = [Request(float(s), float(d), str(o), int(u))
+                   for s, d, o, u in zip(group.sent, group.done, group.outcome, group.sender)]
+        pending = _through_group(before, rates_t, members)
+        if pending is None:
+            return Explanation(None, why="too many open possibilities to follow"), tuple(found)
+        states = {tuple(None if w is None else (w[0], w[1], w[2] + over, w[3] + over) for w in p.state)
+                  for p in pending if p.authorized == odd.possible[1]}
+        requests, offset = requests.where(positions >= odd.last), offset + odd.last

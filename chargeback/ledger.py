@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .plan import Plan
+from .plan import Plan, Price
 
 # Statuses the timeline records besides HTTP ones
 NO_ANSWER = 0  # sent on a connection, but no answer came (timeout, reset, stopped while waiting)
@@ -18,6 +18,8 @@ MODEL_429 = 1429  # a 429 whose body is not Kuadrant's `Too Many Requests`: the 
 LIMITER_TIMEOUT = 0.1  # seconds: the gateway's rate-limit call gives up (and fails open) after this
 ANY_SENDER = -1  # the sender of a request whose simulated user is not known (its clock may differ from the others')
 COUNTS = ("sent", "authorized", "limited", "rejected", "errors", "prompt_tokens", "completion_tokens", "total_tokens")
+# Per model (the request's `model`, "" when none): authorized calls, answers that reported usage, and their tokens
+MODEL_COUNTS = ("calls", "reports", "prompt_tokens", "completion_tokens", "total_tokens")
 
 # What became of a request at the limiter, as far as the client can tell
 AUTHORIZED, LIMITED, NOT_REACHED = "A", "L", "N"
@@ -43,12 +45,18 @@ def classify(status: int) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class Timeline:
     """One identity's requests as columns, in send order: when each was sent and answered, what became of it at
-    the limiter (AUTHORIZED, LIMITED, NOT_REACHED, DECIDED or MAYBE), and which simulated user sent it."""
+    the limiter (AUTHORIZED, LIMITED, NOT_REACHED, DECIDED or MAYBE), which simulated user sent it, and the tokens
+    its answer reported (NO_REPORT for none; all NO_REPORT when built from tuples)."""
 
     sent: np.ndarray
     done: np.ndarray
     outcome: np.ndarray
     sender: np.ndarray
+    tokens: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.tokens is None:
+            object.__setattr__(self, "tokens", np.full(len(self.sent), NO_REPORT, dtype=np.int32))
 
     @classmethod
     def of(cls, requests: Iterable[tuple[float, float, str, int]]) -> Timeline:
@@ -62,7 +70,7 @@ class Timeline:
 
     def where(self, keep: np.ndarray) -> Timeline:
         """The requests `keep` (a boolean mask) selects."""
-        return Timeline(self.sent[keep], self.done[keep], self.outcome[keep], self.sender[keep])
+        return Timeline(self.sent[keep], self.done[keep], self.outcome[keep], self.sender[keep], self.tokens[keep])
 
     def reaching(self) -> Timeline:
         """The requests that reached, or may have reached, the limiter."""
@@ -79,17 +87,75 @@ def outcomes_of(sent: np.ndarray, done: np.ndarray, status: np.ndarray,
                      AUTHORIZED).astype("<U1")
 
 
-COLUMNS = (("sent", "d"), ("done", "d"), ("status", "h"), ("sender", "i"))  # per request: 22 bytes
+COLUMNS = (("sent", "d"), ("done", "d"), ("status", "h"), ("sender", "i"), ("tokens", "i"))  # 26 bytes a request
+NO_REPORT = -1  # the tokens column of an answer that reported no usage
 
 
-def _columns() -> tuple[array, array, array, array]:
-    """Empty request columns: sent and answered (epoch s, float64), status (int16), sender (int32)."""
-    return tuple(array(typecode) for _, typecode in COLUMNS)  # type: ignore[return-value]
+def _columns() -> tuple[array, ...]:
+    """Empty request columns: sent and answered (epoch s, float64), status (int16), sender (int32), the tokens the
+    answer's usage reported (int32, NO_REPORT when it had none)."""
+    return tuple(array(typecode) for _, typecode in COLUMNS)
+
+
+NO_HEADER = -1  # a rate-limit header column of an answer that carried none
+
+
+@dataclass
+class RateHeaders:
+    """Limitador's rate-limit headers (DRAFT_VERSION_03) of one identity's answers, one row per request beside the
+    columns (NO_HEADER where an answer carried none): X-RateLimit-Remaining (int64), X-RateLimit-Reset (seconds,
+    int32) and X-RateLimit-Limit as an index (int16) into `limits`, the distinct texts seen. 14 bytes a request,
+    kept only for identities whose answers carried them."""
+
+    remaining: array = field(default_factory=lambda: array("q"))
+    reset: array = field(default_factory=lambda: array("i"))
+    limit: array = field(default_factory=lambda: array("h"))
+    limits: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.remaining)
+
+    def append(self, remaining: int, reset: int, limit: str) -> None:
+        try:
+            index = self.limits.index(limit)
+        except ValueError:
+            index = len(self.limits)
+            self.limits.append(limit)
+        self.remaining.append(remaining)
+        self.reset.append(reset)
+        self.limit.append(index)
+
+    def pad(self, rows: int) -> None:
+        """NO_HEADER rows up to `rows` rows."""
+        missing = max(rows - len(self), 0)
+        for column in (self.remaining, self.reset, self.limit):
+            column.extend([NO_HEADER] * missing)
+
+    def extend(self, other: RateHeaders) -> None:
+        """Other's rows after these (its limit texts renumbered into these)."""
+        for text in other.limits:
+            if text not in self.limits:
+                self.limits.append(text)
+        renumber = np.array([self.limits.index(t) for t in other.limits] + [NO_HEADER], dtype=np.int16)
+        self.remaining.extend(other.remaining)
+        self.reset.extend(other.reset)
+        self.limit.frombytes(renumber[np.frombuffer(other.limit, dtype=np.int16)].tobytes())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"remaining": self.remaining.tobytes(), "reset": self.reset.tobytes(), "limit": self.limit.tobytes(),
+                "limits": list(self.limits)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RateHeaders:
+        headers = cls(limits=list(data["limits"]))
+        for name in ("remaining", "reset", "limit"):
+            getattr(headers, name).frombytes(data[name])
+        return headers
 
 
 @dataclass
 class Account:
-    """One identity's requests as the client saw them: totals, and each request in four columns."""
+    """One identity's requests as the client saw them: totals, and each request in columns."""
 
     user: str
     tier: str
@@ -103,18 +169,57 @@ class Account:
     total_tokens: int = 0
     first: float | None = None
     last: float | None = None
-    columns: tuple[array, array, array, array] = field(default_factory=_columns, repr=False)
+    columns: tuple[array, ...] = field(default_factory=_columns, repr=False)
+    models: dict[str, list[int]] = field(default_factory=dict)  # model -> MODEL_COUNTS
+    rate_headers: RateHeaders | None = field(default=None, repr=False)  # only once an answer carried them
 
-    def add(self, sent_at: float, done_at: float, status: int, sender: int) -> None:
-        sent, done, statuses, senders = self.columns
+    def note_headers(self, headers: tuple[int, int, str] | None) -> None:
+        """The rate-limit headers (remaining, reset or NO_HEADER, limit text) of the request just added, if any."""
+        if headers is None and self.rate_headers is None:
+            return
+        if self.rate_headers is None:
+            self.rate_headers = RateHeaders()
+        rows = len(self.columns[0])
+        self.rate_headers.pad(rows - 1)
+        if headers is None:
+            self.rate_headers.pad(rows)
+        else:
+            self.rate_headers.append(*headers)
+
+    def _merge_headers(self, other: Account) -> None:
+        """Before the columns are merged: other's header rows after these, NO_HEADER where one side has none."""
+        if self.rate_headers is None and other.rate_headers is None:
+            return
+        mine, theirs = self.rate_headers or RateHeaders(), other.rate_headers or RateHeaders()
+        mine.pad(len(self.columns[0]))
+        theirs.pad(len(other.columns[0]))
+        mine.extend(theirs)
+        self.rate_headers = mine
+
+    def model_usage(self) -> dict[str, list[int]]:
+        """Per model, the MODEL_COUNTS; an account recorded without them (an older record) has its totals under
+        model "" (its reports: the answers whose tokens column holds a report)."""
+        if self.models or not (self.authorized or self.total_tokens):
+            return self.models
+        reports = int(np.count_nonzero(np.frombuffer(self.columns[4], dtype=np.int32) != NO_REPORT))
+        return {"": [self.authorized, reports, self.prompt_tokens, self.completion_tokens, self.total_tokens]}
+
+    def cost(self, price: Price) -> float:
+        """Each model's calls and tokens at its price."""
+        return sum(price.for_model(model).cost(calls, total, prompt, completion)
+                   for model, (calls, _, prompt, completion, total) in self.model_usage().items())
+
+    def add(self, sent_at: float, done_at: float, status: int, sender: int, tokens: int = NO_REPORT) -> None:
+        sent, done, statuses, senders, reported = self.columns
         sent.append(sent_at)
         done.append(done_at)
         statuses.append(status)
         senders.append(sender)
+        reported.append(tokens)
 
     def entries(self) -> list[tuple[float, float, int, int]]:
         """(sent, answered, status, sender) per request, in the order they were recorded."""
-        return list(zip(*(c.tolist() for c in self.columns)))
+        return list(zip(*(c.tolist() for c in self.columns[:4])))
 
     @property
     def unanswered(self) -> int:
@@ -130,13 +235,15 @@ class Account:
         return float(np.frombuffer(self.columns[1]).max()) if self.columns[1] else None
 
     def timeline(self, limiter_timeout: float = LIMITER_TIMEOUT) -> Timeline:
-        """The requests in send order (ties by answer, status, sender), with their limiter outcomes (copies)."""
-        sent, done, status, sender = (np.frombuffer(c, dtype=c.typecode) for c in self.columns)
+        """The requests in send order (ties by answer, status, sender), with their limiter outcomes and reported
+        tokens (copies)."""
+        sent, done, status, sender, tokens = (np.frombuffer(c, dtype=c.typecode) for c in self.columns)
         order = np.lexsort((sender, status, done, sent))
         sent, done, status = sent[order], done[order], status[order]
-        return Timeline(sent, done, outcomes_of(sent, done, status, limiter_timeout), sender[order])
+        return Timeline(sent, done, outcomes_of(sent, done, status, limiter_timeout), sender[order], tokens[order])
 
     def merge(self, other: Account) -> None:
+        self._merge_headers(other)
         for name in COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         firsts = [t for t in (self.first, other.first) if t is not None]
@@ -144,17 +251,25 @@ class Account:
         self.first, self.last = (min(firsts), max(lasts)) if firsts else (None, None)
         for mine, theirs in zip(self.columns, other.columns):
             mine.extend(theirs)
+        for model, counts in other.models.items():
+            tally = self.models.setdefault(model, [0] * len(MODEL_COUNTS))
+            tally[:] = [a + b for a, b in zip(tally, counts)]
 
     def to_dict(self) -> dict[str, Any]:
         """The totals, and the columns as bytes (Locust's messages carry them as they are)."""
         return {**{name: getattr(self, name) for name in ("user", "tier", *COUNTS, "first", "last")},
-                "columns": [c.tobytes() for c in self.columns]}
+                "columns": [c.tobytes() for c in self.columns],
+                "models": {model: list(counts) for model, counts in self.models.items()},
+                **({"rate_headers": self.rate_headers.to_dict()} if self.rate_headers is not None else {})}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Account:
-        account = cls(**{k: v for k, v in data.items() if k != "columns"})
+        account = cls(**{k: v for k, v in data.items() if k not in ("columns", "models", "rate_headers")},
+                      models={model: list(counts) for model, counts in data.get("models", {}).items()})
         for column, raw in zip(account.columns, data["columns"]):
             column.frombytes(raw)
+        if "rate_headers" in data:
+            account.rate_headers = RateHeaders.from_dict(data["rate_headers"])
         return account
 
 
@@ -165,23 +280,34 @@ class Ledger:
         self.accounts: dict[str, Account] = {}
 
     def record(self, user: str, tier: str, sent_at: float, done_at: float, status: int,
-               usage: tuple[int, int, int] | None = None, sender: int = ANY_SENDER) -> None:
-        """One request of `user`, sent by simulated user `sender` (its requests are ordered by one clock)."""
+               usage: tuple[int, int, int] | None = None, sender: int = ANY_SENDER, model: str = "",
+               headers: tuple[int, int, str] | None = None) -> None:
+        """One request of `user` for `model`, sent by simulated user `sender` (its requests are ordered by one
+        clock), with its answer's rate-limit headers (remaining, reset, limit text) if it carried them."""
         account = self.accounts.get(user)
         if account is None:
             account = self.accounts[user] = Account(user, tier)
         account.sent += 1
-        for column in classify(status):
+        columns = classify(status)
+        for column in columns:
             setattr(account, column, getattr(account, column) + 1)
+        if usage is not None or "authorized" in columns:
+            tally = account.models.get(model) or account.models.setdefault(model, [0] * len(MODEL_COUNTS))
+            tally[0] += "authorized" in columns
         if usage is not None:
             account.prompt_tokens += usage[0]
             account.completion_tokens += usage[1]
             account.total_tokens += usage[2]
+            tally[1] += 1
+            tally[2] += usage[0]
+            tally[3] += usage[1]
+            tally[4] += usage[2]
         if account.first is None or sent_at < account.first:
             account.first = sent_at
         if account.last is None or sent_at > account.last:
             account.last = sent_at
-        account.add(sent_at, done_at, status, sender)
+        account.add(sent_at, done_at, status, sender, usage[2] if usage is not None else NO_REPORT)
+        account.note_headers(headers)
 
     def drain(self) -> list[dict[str, Any]]:
         """Everything recorded since the last drain (the accounts with their columns as bytes); the ledger
@@ -220,11 +346,10 @@ class Ledger:
         return max((t for a in self.accounts.values() if (t := a.last_answer()) is not None), default=None)
 
     def table(self, plan: Plan) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Rows per user and per tier: the COUNTS plus cost from the Plan's prices."""
+        """Rows per user and per tier: the COUNTS plus cost from the Plan's prices (per model)."""
         users = []
         for account in sorted(self.accounts.values(), key=lambda a: (a.tier, a.user)):
-            price = plan.tiers[account.tier].price if account.tier in plan.tiers else None
-            cost = price.cost(account.authorized, account.total_tokens) if price else 0.0
+            cost = account.cost(plan.tiers[account.tier].price) if account.tier in plan.tiers else 0.0
             users.append({"user": account.user, "tier": account.tier,
                           **{name: getattr(account, name) for name in COUNTS}, "cost": round(cost, 6)})
         tiers = totals_by(users, "tier", COUNTS + ("cost",))

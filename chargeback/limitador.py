@@ -1,4 +1,5 @@
-"""Limitador's admin API, read only: `GET /status` (when it started) and `GET /counters/{ns}` (the live windows).
+"""Limitador's admin API, read only: `GET /status` (when it started), `GET /counters/{ns}` (the live windows) and
+`GET /limits/{ns}` (the limits it enforces).
 
 The namespace is `<HTTPRoute namespace>/<HTTPRoute name>`, URL-encoded in the path (an unencoded `/` gives 404).
 Never `POST /check_and_report` or `/report` here: they change counters (and metrics).
@@ -47,3 +48,11 @@ class LimitadorAdmin:
         if not isinstance(found, list):
             raise LimitadorError(f"Limitador at {self.url}: /counters gave {type(found).__name__}, not a list")
         return {"counters": found, "read": [sent, time.time()]}
+
+    def limits(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """`GET /limits/{ns}` (this admin's namespace unless given): the limit objects Limitador holds there."""
+        path = f"/limits/{quote(namespace or self.namespace, safe='')}"
+        found = self._get(path)
+        if not isinstance(found, list) or not all(isinstance(limit, dict) for limit in found):
+            raise LimitadorError(f"Limitador at {self.url}{path}: not a list of limit objects")
+        return found

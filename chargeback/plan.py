@@ -1,6 +1,7 @@
 """The Plan: identities, tiers, limits, auth rules and prices, read from the Kuadrant manifests a cluster applies."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Iterable
@@ -8,6 +9,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from .authorino import (
     AUTHORINO_LABEL,
@@ -48,13 +51,42 @@ def mask_key(key: str) -> str:
 
 @dataclass(frozen=True)
 class Price:
-    """What a tier pays: per authorized call and per 1000 tokens."""
+    """What a tier pays: per authorized call, per 1000 tokens (total, input, output), and per model where the prices
+    file names one (`models`: model -> its full price, the tier's units where the file names none)."""
 
     per_call: float = 0.0
     per_1k_tokens: float = 0.0
+    per_1k_input_tokens: float = 0.0
+    per_1k_output_tokens: float = 0.0
+    models: tuple[tuple[str, Price], ...] = ()
 
-    def cost(self, calls: int, tokens: int = 0) -> float:
-        return calls * self.per_call + tokens * self.per_1k_tokens / 1000.0
+    def cost(self, calls: int, tokens: int = 0, input_tokens: int = 0, output_tokens: int = 0) -> float:
+        """Calls x per_call, plus total, input and output tokens at their prices per 1000."""
+        return (calls * self.per_call + (tokens * self.per_1k_tokens + input_tokens * self.per_1k_input_tokens
+                                         + output_tokens * self.per_1k_output_tokens) / 1000.0)
+
+    def for_model(self, model: str) -> Price:
+        """The price of one model: its own where the prices file names it, else the tier's."""
+        return dict(self.models).get(model, self)
+
+    def replace(self, **units: float) -> Price:
+        """This price with `units` set, for the tier and every model alike."""
+        return dataclasses.replace(self, **units, models=tuple((m, dataclasses.replace(p, **units))
+                                                               for m, p in self.models))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{unit: getattr(self, unit) for unit in PRICE_UNITS},
+                "models": {model: {unit: getattr(p, unit) for unit in PRICE_UNITS} for model, p in self.models}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Price:
+        """From `to_dict`, or a record of a version with per_call and per_1k_tokens only."""
+        units = {unit: float(data.get(unit, 0.0)) for unit in PRICE_UNITS}
+        return cls(**units, models=tuple((m, cls(**{u: float(p.get(u, 0.0)) for u in PRICE_UNITS}))
+                                         for m, p in (data.get("models") or {}).items()))
+
+
+PRICE_UNITS = ("per_call", "per_1k_tokens", "per_1k_input_tokens", "per_1k_output_tokens")
 
 
 @dataclass(frozen=True)
@@ -128,6 +160,20 @@ class Tier:
     price: Price
 
 
+@dataclass(frozen=True)
+class PolicyTarget:
+    """Where a RateLimitPolicy (`kind` "requests") or TokenRateLimitPolicy ("tokens") attaches, and how its limits
+    merge with the other policies on a route's way (`section` limits | defaults | overrides, `strategy` atomic |
+    merge)."""
+
+    policy: str  # <namespace>/<name>
+    kind: str
+    target_kind: str  # Gateway | HTTPRoute, or "" without a targetRef
+    target: str  # <policy namespace>/<target name>
+    section: str
+    strategy: str
+
+
 @dataclass
 class Plan:
     identities: list[Identity]
@@ -136,9 +182,13 @@ class Plan:
     auth: AuthRules | None
     currency: str = "USD"
     telemetry_labels: dict[str, CelExpression] = field(default_factory=dict)
+    response_labels: dict[str, str] = field(default_factory=dict)  # TelemetryPolicy label -> the response body's
+    #                                                                JSON pointer it reads (on token metrics only)
     limitador_namespace: str | None = None
     warnings: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    policy_targets: list[PolicyTarget] = field(default_factory=list)
+    routes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # HTTPRoute ns/name -> its Gateways' ns/name
 
     def identity(self, user: str) -> Identity:
         found = self._by_user.get(user)
@@ -202,10 +252,40 @@ def load_plan(paths: Iterable[str | Path]) -> Plan:
         auth=auth,
         currency=currency,
         telemetry_labels=_read_telemetry(by_kind.get("TelemetryPolicy", []), warnings),
+        response_labels=_response_labels(by_kind.get("TelemetryPolicy", [])),
         limitador_namespace=routes[0].name if len(routes) == 1 else None,
         warnings=warnings,
         sources=paths,
+        policy_targets=[_read_target(doc, kind) for kind, policy in (("requests", "RateLimitPolicy"),
+                                                                      ("tokens", "TokenRateLimitPolicy"))
+                        for doc in by_kind.get(policy, [])],
+        routes={route.name: _parent_gateways(route) for route in routes},
     )
+
+
+def _read_target(doc: Document, kind: str) -> PolicyTarget:
+    """The policy's targetRef (a Gateway or HTTPRoute of its own namespace) and its merge section and strategy."""
+    spec = doc.data.get("spec") or {}
+    ref = spec.get("targetRef")
+    namespace = doc.name.split("/", 1)[0]
+    section = next((s for s in ("defaults", "overrides") if spec.get(s)), "limits")
+    strategy = (spec.get(section) or {}).get("strategy", "atomic") if section != "limits" else "atomic"
+    if strategy not in ("atomic", "merge"):
+        raise doc.error(f"spec.{section}.strategy", f"expected atomic or merge, got {strategy!r}")
+    if ref is None:
+        return PolicyTarget(doc.name, kind, "", "", section, strategy)
+    if not isinstance(ref, dict) or ref.get("kind") not in ("Gateway", "HTTPRoute") or not ref.get("name"):
+        raise doc.error("spec.targetRef", f"expected {{kind: Gateway | HTTPRoute, name: ...}}, got {ref!r}")
+    return PolicyTarget(doc.name, kind, ref["kind"], f"{namespace}/{ref['name']}", section, strategy)
+
+
+def _parent_gateways(route: Document) -> tuple[str, ...]:
+    """The Gateways (ns/name) an HTTPRoute's parentRefs name; a parentRef's namespace defaults to the route's."""
+    namespace = route.name.split("/", 1)[0]
+    refs = (route.data.get("spec") or {}).get("parentRefs") or []
+    if not isinstance(refs, list) or not all(isinstance(r, dict) and r.get("name") for r in refs):
+        raise route.error("spec.parentRefs", "expected a list of {name: <Gateway>, namespace: ...}")
+    return tuple(f"{r.get('namespace', namespace)}/{r['name']}" for r in refs if r.get("kind", "Gateway") == "Gateway")
 
 
 def _read_limits(doc: Document, kind: str) -> list[Limit]:
@@ -265,8 +345,10 @@ def _expressions(doc: Document, at: str, items: Any, key: str) -> list[CelExpres
 
 
 def _read_prices(config_maps: list[Document]) -> tuple[dict[str, Price], str]:
-    """Prices from ConfigMaps labelled chargeback.kuadrant.io/prices: data `<tier>.per_call`, `<tier>.per_1k_tokens`."""
-    prices: dict[str, dict[str, float]] = {}
+    """Prices from ConfigMaps labelled chargeback.kuadrant.io/prices: data `<tier>.<unit>` (a PRICE_UNITS name) and
+    `<tier>.models`, a YAML mapping of model -> {unit: amount} (units it leaves out are the tier's)."""
+    units: dict[str, dict[str, float]] = {}
+    models: dict[str, dict[str, dict[str, float]]] = {}
     currency = "USD"
     for doc in config_maps:
         meta = doc.data.get("metadata") or {}
@@ -275,16 +357,46 @@ def _read_prices(config_maps: list[Document]) -> tuple[dict[str, Price], str]:
         currency = str((meta.get("annotations") or {}).get("chargeback.kuadrant.io/currency", currency))
         for key, value in (doc.data.get("data") or {}).items():
             tier, _, unit = str(key).rpartition(".")
-            if unit not in ("per_call", "per_1k_tokens") or not tier:
-                raise doc.error(f"data.{key}", "expected keys <tier>.per_call or <tier>.per_1k_tokens")
-            try:
-                amount = float(value)
-            except (TypeError, ValueError):
-                raise doc.error(f"data.{key}", f"expected a number, got {value!r}") from None
-            if amount < 0:
-                raise doc.error(f"data.{key}", f"expected a price >= 0, got {value!r}")
-            prices.setdefault(tier, {})[unit] = amount
-    return {tier: Price(**units) for tier, units in prices.items()}, currency
+            if unit == "models" and tier:
+                for model, entry in _model_prices(doc, f"data.{key}", value).items():
+                    models.setdefault(tier, {}).setdefault(model, {}).update(entry)
+            elif unit in PRICE_UNITS and tier:
+                units.setdefault(tier, {})[unit] = _amount(doc, f"data.{key}", value)
+            else:
+                raise doc.error(f"data.{key}", f"expected keys <tier>.<unit> ({' | '.join(PRICE_UNITS)}) or "
+                                               "<tier>.models")
+    return {tier: Price(**units.get(tier, {}), models=tuple(
+        (model, Price(**{**units.get(tier, {}), **entry})) for model, entry in models.get(tier, {}).items()))
+        for tier in dict.fromkeys([*units, *models])}, currency
+
+
+def _model_prices(doc: Document, at: str, value: Any) -> dict[str, dict[str, float]]:
+    """A `<tier>.models` value: YAML `{model: {unit: amount}}`."""
+    try:
+        parsed = yaml.safe_load(value) if isinstance(value, str) else None
+    except yaml.YAMLError:
+        parsed = None
+    if not isinstance(parsed, dict) or not all(isinstance(e, dict) for e in parsed.values()):
+        raise doc.error(at, "expected a YAML mapping of model -> {unit: amount}, e.g. "
+                            "'my-model: {per_1k_input_tokens: 0.001}'")
+    found: dict[str, dict[str, float]] = {}
+    for model, entry in parsed.items():
+        for unit, amount in entry.items():
+            if unit not in PRICE_UNITS:
+                raise doc.error(f"{at}.{model}.{unit}", f"expected a unit, one of {', '.join(PRICE_UNITS)}")
+            found.setdefault(str(model), {})[unit] = _amount(doc, f"{at}.{model}.{unit}", amount)
+    return found
+
+
+def _amount(doc: Document, at: str, value: Any) -> float:
+    """A price >= 0; a one-line error naming the file and key otherwise."""
+    try:
+        amount = float(value)
+    except (TypeError, ValueError):
+        raise doc.error(at, f"expected a number, got {value!r}") from None
+    if not amount >= 0:
+        raise doc.error(at, f"expected a price >= 0, got {value!r}")
+    return amount
 
 
 def _read_identities(secrets: list[Document], auth: AuthRules | None, priced: set[str],
@@ -357,6 +469,22 @@ def _tiers(identities: list[Identity], limits: list[Limit], prices: dict[str, Pr
     return tiers
 
 
+_RESPONSE_BODY = re.compile(r"""responseBodyJSON\(\s*["'](/[^"']*)["']\s*\)""")
+
+
+def _response_labels(policies: list[Document]) -> dict[str, str]:
+    """TelemetryPolicy labels that read one field of the response body (`responseBodyJSON("/model")`): label ->
+    JSON pointer. Limitador gets them with the Report after the answer, so only token metrics carry them."""
+    found = {}
+    for doc in policies:
+        raw = ((doc.data.get("spec") or {}).get("metrics") or {}).get("default", {}).get("labels") or {}
+        for name, source in raw.items():
+            match = _RESPONSE_BODY.fullmatch(str(source).strip())
+            if match:
+                found[name] = match.group(1)
+    return found
+
+
 def _read_telemetry(policies: list[Document], warnings: list[str]) -> dict[str, CelExpression]:
     """Labels a TelemetryPolicy adds to Limitador's metrics; those the stand-in cannot evaluate are dropped with a
     warning."""
@@ -369,6 +497,8 @@ def _read_telemetry(policies: list[Document], warnings: list[str]) -> dict[str, 
             except ExpressionError as exc:
                 raise doc.error(f"spec.metrics.default.labels.{name}", str(exc)) from None
             if expression.per_request:
+                if _RESPONSE_BODY.fullmatch(expression.source.strip()):
+                    continue  # the stand-in serves it on the token metrics (_response_labels)
                 warnings.append(f"{doc.where(f'spec.metrics.default.labels.{name}')}: `{expression.source}` reads "
                                 "request or response attributes; the stand-in leaves this label out")
                 continue

@@ -1,5 +1,6 @@
 """Before any traffic: the gateway answers, the metrics source answers and serves the gateway's counters, and
-Limitador's admin API answers. Each failure is one line naming the URL, and the run sends nothing."""
+Limitador's admin API answers and holds the limits the policies compile to. Each failure is one line naming the URL,
+and the run sends nothing."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,8 +10,9 @@ import requests
 from .counters import namespaces_of
 from .endpoint import MetricsEndpoint
 from .limitador import LimitadorAdmin, LimitadorError
+from .limits import expected_limits, limits_diff
 from .plan import DEFAULT_NAMESPACE, Plan
-from .prometheus import MetricsSourceError, PrometheusSource
+from .prometheus import MetricsSourceError, PrometheusAuth, PrometheusSource
 from .verify import MetricsSource, open_source
 
 
@@ -38,10 +40,11 @@ def gateway_answers(url: str, timeout: float = 5.0) -> None:
 
 
 def preflight(plan: Plan, gateway_url: str, prometheus_url: str | None = None, metrics_url: str | None = None,
-              job: str | None = None, limitador_url: str | None = None, namespace: str | None = None) -> Sources:
-    """Check every URL of a run before it starts; what the run reads from them."""
+              job: str | None = None, limitador_url: str | None = None, namespace: str | None = None,
+              auth: PrometheusAuth | None = None) -> Sources:
+    """Check every URL of a run before it starts (Prometheus reached with `auth`); what the run reads from them."""
     gateway_answers(gateway_url)
-    metrics = open_source(prometheus_url, metrics_url, job)
+    metrics = open_source(prometheus_url, metrics_url, job, auth=auth)
     try:
         if isinstance(metrics, PrometheusSource):
             metrics.targets()
@@ -56,9 +59,19 @@ def preflight(plan: Plan, gateway_url: str, prometheus_url: str | None = None, m
         try:
             admin.status()
             admin.counters()
+            limits_match(plan, admin)
         except LimitadorError as exc:
             raise PreflightError(str(exc)) from None
     return Sources(metrics, admin, namespace)
+
+
+def limits_match(plan: Plan, admin: LimitadorAdmin) -> None:
+    """Limitador holds the limits the Plan's policies compile to, in every namespace they give (`GET /limits/{ns}`);
+    else a LimitadorError naming the first limit missing or different."""
+    for namespace, expected in expected_limits(plan, admin.namespace).items():
+        problems = limits_diff(expected, admin.limits(namespace), namespace)
+        if problems:
+            raise LimitadorError(f"Limitador at {admin.url}: {problems[0]}")
 
 
 def _discovered(metrics: MetricsSource | None, plan: Plan) -> str | None:

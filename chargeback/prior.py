@@ -40,6 +40,13 @@ def from_counters(reading: dict[str, Any], rates: list[Rate], counters: dict[str
     return Prior((tuple(state),), sent, "Limitador's /counters before the run")
 
 
+def windows_listed(reading: dict[str, Any], rates: list[Rate], counters: dict[str, list[str]],
+                   values: dict[str, list[str]]) -> bool:
+    """Whether a `/counters` reading lists a live window of one of `rates` for the identity with `values`."""
+    return any(_matches(entry, rate, values.get(rate.limit_name, []), counters.get(rate.limit_name, []))
+               for entry in reading["counters"] for rate in rates)
+
+
 def _matches(entry: dict[str, Any], rate: Rate, values: list[str], sources: list[str]) -> bool:
     limit = entry.get("limit") or {}
     if limit.get("name") != rate.limit_name or int(limit.get("seconds", -1)) != int(rate.window):

@@ -3,12 +3,17 @@ next scrape, and raw values at chosen instants."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from http import HTTPStatus
+from pathlib import Path
 
 import requests
+import urllib3
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
@@ -29,8 +34,101 @@ def limitador_series() -> str:
 BARRIER_SLACK = 5.0  # seconds beyond two scrape intervals before the barrier gives up
 
 
+TOKEN_ENV = "PROMETHEUS_TOKEN"
+TOKEN_HINT = f"--prometheus-token, --prometheus-token-file or ${TOKEN_ENV}"
+PROMETHEUS_AUTH_OPTIONS: tuple[tuple[str, dict[str, object]], ...] = (  # Locust's, the checks' and the CLI's
+    ("--prometheus-token", {"metavar": "TOKEN", "help": "bearer token for a Prometheus behind auth (a command line "
+                            "shows in `ps`: prefer --prometheus-token-file or $PROMETHEUS_TOKEN)"}),
+    ("--prometheus-token-file", {"metavar": "FILE", "help": "file holding the bearer token for Prometheus (e.g. a "
+                                 "service account's token), used when --prometheus-token is not given"}),
+    ("--prometheus-ca", {"metavar": "FILE", "help": "CA certificate(s) (PEM) that Prometheus's TLS certificate is "
+                         "checked against (default: the system's)"}),
+    ("--insecure", {"action": "store_true", "default": False,
+                    "help": "do not check Prometheus's TLS certificate"}),
+)
+
+
 class MetricsSourceError(RuntimeError):
     """A metrics source that cannot be reached or answered badly; one line naming the URL."""
+
+
+class PrometheusDenied(MetricsSourceError):
+    """Prometheus refused the credentials (401/403), or its TLS certificate is not trusted: asking again will not
+    help."""
+
+
+@dataclass(frozen=True)
+class PrometheusAuth:
+    """How to reach a Prometheus behind auth (e.g. OpenShift's thanos-querier): a bearer token, the CA of its TLS
+    certificate, or no TLS check. The token is never shown: not in its repr, errors, logs or run records."""
+
+    token: str | None = field(default=None, repr=False)
+    token_from: str | None = None  # where the token came from: --prometheus-token, the token file, $PROMETHEUS_TOKEN
+    ca: str | None = None
+    insecure: bool = False
+
+    @classmethod
+    def resolve(cls, token: str | None = None, token_file: str | None = None, ca: str | None = None,
+                insecure: bool = False, environ: Mapping[str, str] = os.environ) -> PrometheusAuth:
+        """The token of --prometheus-token, else of --prometheus-token-file, else $PROMETHEUS_TOKEN; a ValueError
+        (one line naming the option or file, never the token) for a file that cannot be read or a malformed
+        token."""
+        if ca and not Path(ca).is_file():
+            raise ValueError(f"--prometheus-ca {ca}: no such file")
+        if token:
+            found, origin = token, "--prometheus-token"
+        elif token_file:
+            try:
+                found, origin = Path(token_file).read_text().strip(), f"--prometheus-token-file {token_file}"
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                raise ValueError(f"--prometheus-token-file {token_file}: cannot read it ({reason})") from None
+            if not found:
+                raise ValueError(f"--prometheus-token-file {token_file}: the file is empty")
+        elif environ.get(TOKEN_ENV):
+            found, origin = environ[TOKEN_ENV].strip(), f"${TOKEN_ENV}"
+        else:
+            return cls(None, None, ca, insecure)
+        if not (found.isascii() and found.isprintable()) or " " in found:
+            raise ValueError(f"{origin}: the token holds spaces, control or non-ASCII characters (one token expected)")
+        return cls(found, origin, ca, insecure)
+
+    def session(self) -> requests.Session:
+        """A requests session sending the token and checking TLS as asked."""
+        session = requests.Session()
+        session.verify = False if self.insecure else self.ca or True
+        if self.insecure:  # asked for: no warning on every request
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        if self.token:
+            session.headers["Authorization"] = f"Bearer {self.token}"
+        return session
+
+    def to_record(self) -> dict[str, object]:
+        """What a run record keeps: where the token came from (never the token), the CA file, --insecure."""
+        return {"token": self.token_from, "ca": self.ca, "insecure": self.insecure}
+
+    def child_args(self) -> list[str]:
+        """The options giving a child process (the checks, run in another folder) the same CA and TLS choice."""
+        return (["--prometheus-ca", str(Path(self.ca).resolve())] if self.ca else []) + (
+            ["--insecure"] if self.insecure else [])
+
+    def child_env(self) -> dict[str, str]:
+        """The environment giving a child process the token (not its command line, which `ps` shows)."""
+        return {TOKEN_ENV: self.token} if self.token else {}
+
+
+def denied(url: str, status: int, auth: PrometheusAuth) -> str:
+    """The one line for a 401/403: the URL, the status, where the token came from (never the token)."""
+    sent = (f"with the token of {auth.token_from} (check it)" if auth.token else
+            f"without a token (give one with {TOKEN_HINT})")
+    return f"Prometheus at {url}: HTTP {status} {HTTPStatus(status).phrase} {sent}"
+
+
+def tls_failed(url: str, exc: requests.exceptions.SSLError) -> str:
+    """The one line for a TLS failure: the URL, OpenSSL's reason, what to pass."""
+    reason = re.search(r"\[SSL: \w+\] ([^(]+?)\s*\(_ssl", str(exc))
+    return (f"Prometheus at {url}: TLS: {reason[1] if reason else type(exc).__name__}; trust its certificate's CA "
+            "with --prometheus-ca FILE, or skip the check with --insecure")
 
 
 def parse_timestamp(text: str) -> float:
@@ -55,19 +153,27 @@ class Target:
 class PrometheusSource:
     """Instant and range queries, and a scrape barrier on the gateway's own targets only."""
 
-    def __init__(self, url: str, job: str | None = None, timeout: float = 5.0):
+    def __init__(self, url: str, job: str | None = None, timeout: float = 5.0, auth: PrometheusAuth | None = None):
         self.url = url.rstrip("/")
         self.job = job
+        self.auth = auth or PrometheusAuth()
         self._targets: list[Target] | None = None
-        self._client = PrometheusConnect(url=self.url, disable_ssl=True, timeout=timeout,
+        self._client = PrometheusConnect(url=self.url, session=self.auth.session(), timeout=timeout,
                                          retry=Retry(total=1, backoff_factor=0.1))
 
     def _call(self, what: str, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise PrometheusDenied(tls_failed(self.url, exc)) from None
         except requests.RequestException as exc:
             raise MetricsSourceError(f"Prometheus at {self.url}: cannot {what}: {type(exc).__name__}") from None
-        except (PrometheusApiClientException, ValueError, KeyError) as exc:
+        except PrometheusApiClientException as exc:
+            status = re.match(r"HTTP Status Code (\d+)", str(exc))
+            if status and int(status[1]) in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+                raise PrometheusDenied(denied(self.url, int(status[1]), self.auth)) from None
+            raise MetricsSourceError(f"Prometheus at {self.url}: {what} failed: {exc}") from None
+        except (ValueError, KeyError) as exc:
             raise MetricsSourceError(f"Prometheus at {self.url}: {what} failed: {exc}") from None
 
     def _active_targets(self) -> list[dict]:

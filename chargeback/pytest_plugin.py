@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from importlib.util import find_spec
@@ -31,6 +32,7 @@ import pytest
 
 from .ledger import LIMITER_TIMEOUT
 from .plan import Rate
+from .prometheus import PROMETHEUS_AUTH_OPTIONS, PrometheusAuth
 from .record import RecordError
 from .schema import SCHEMAS
 from .verdicts import FAILS, HOLDS, Verdict, clock
@@ -65,6 +67,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--run", metavar="DIR", help="the run record to verify: runs/<run-id> or runs/latest; "
                                                  "without test paths, the built-in checks run")
     group.addoption("--prometheus-url", metavar="URL", help="Prometheus holding the gateway's counters")
+    for name, kwargs in PROMETHEUS_AUTH_OPTIONS:
+        group.addoption(name, **kwargs)
     group.addoption("--metrics-url", metavar="URL", help="a Limitador-style /metrics URL, when there is no Prometheus")
     group.addoption("--schema", choices=sorted(SCHEMAS), help="metric names (default: detected)")
     group.addoption("--job", metavar="NAME",
@@ -74,6 +78,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="limitador_namespace of the gateway's route (default: the run's, else found by the series)")
     group.addoption("--partial", action="store_true", default=False,
                     help="reconcile an incomplete run for what its record holds (the header says so)")
+    group.addoption("--strict-limits", action="store_true", default=False,
+                    help="fail any overshoot of a limit, even one the requests in flight at once explain "
+                         "(Limitador's check-then-update race); also when the run was started with it")
     group.addoption("--limiter-timeout", type=float, default=LIMITER_TIMEOUT, metavar="SECONDS",
                     help="a request without an answer but in flight longer than this, plus the slowest 401/403/429 "
                          "of the run, was decided by the limiter "
@@ -88,11 +95,17 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args = [str(builtin_checks())]
+    try:  # this command's credentials for Prometheus, never the record's
+        auth = PrometheusAuth.resolve(config.getoption("--prometheus-token"),
+                                      config.getoption("--prometheus-token-file"),
+                                      config.getoption("--prometheus-ca"), config.getoption("--insecure"))
+    except ValueError as exc:  # a token file that cannot be read: one line naming it
+        raise pytest.UsageError(str(exc)) from None
     try:
         config.stash[_VERIFICATION] = gather(
             run, config.getoption("--prometheus-url"), config.getoption("--metrics-url"), config.getoption("--schema"),
             config.getoption("--job"), config.getoption("--namespace"), config.getoption("--partial"),
-            config.getoption("--limiter-timeout"))
+            config.getoption("--limiter-timeout"), auth, config.getoption("--strict-limits"))
     except (RecordError, VerifyError) as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -240,9 +253,14 @@ def limits_case(request: pytest.FixtureRequest, verification: Verification) -> l
     return [LimitCase(verification.users[u], verification.users[u].rates[i]) for u, i in request.param]
 
 
+class PassedWith(UserWarning):
+    """What a passing check let pass, and why (an overshoot of a limit the requests in flight at once explain)."""
+
+
 def expect_each(verdicts: list[Verdict]) -> None:
     """A batch's verdicts: one as `expect`; several fail when any fails (naming every case that does, with their
-    tables' rows, FAILURES_LISTED at most), else are skipped when any cannot be decided (saying why), else pass."""
+    tables' rows, FAILURES_LISTED at most), else are skipped when any cannot be decided (saying why), else pass
+    (each holding case's note a PassedWith warning)."""
     if len(verdicts) == 1:
         return expect(verdicts[0])
     failed = [v for v in verdicts if v.state == FAILS]
@@ -256,31 +274,41 @@ def expect_each(verdicts: list[Verdict]) -> None:
     if open_:
         pytest.skip(f"{len(open_)} of {len(verdicts)} cases cannot be decided (the others hold), the first: "
                     f"{open_[0].title}")
+    for verdict in verdicts:
+        if verdict.note:
+            warnings.warn(PassedWith(verdict.note), stacklevel=2)
     return None
 
 
 def expect(verdict: Verdict) -> None:
-    """Pass, fail with the title and the table only (no traceback), or skip saying why."""
+    """Pass (its note, if any, a PassedWith warning), fail with the title and the table only (no traceback), or
+    skip saying why."""
     if verdict.state == HOLDS:
+        if verdict.note:
+            warnings.warn(PassedWith(verdict.note), stacklevel=2)
         return
     if verdict.state == FAILS:
         pytest.fail(f"{verdict.title}\n{format_table(verdict.rows)}" if verdict.rows else verdict.title, pytrace=False)
     pytest.skip(verdict.title)
 
 
-def _checks_command(run: Path, *extra: str) -> tuple[list[str], dict[str, str], Path]:
-    """The command, environment and folder that run the built-in checks on a run record."""
+def _checks_command(run: Path, *extra: str, auth: PrometheusAuth | None = None
+                    ) -> tuple[list[str], dict[str, str], Path]:
+    """The command, environment and folder that run the built-in checks on a run record (reaching Prometheus with
+    `auth`: its token in the environment, never on the command line)."""
+    auth = auth or PrometheusAuth()
     checks = builtin_checks()
     command = [sys.executable, "-m", "pytest", str(checks), "--run", str(Path(run).resolve()), "-q",
-               "-p", "no:cacheprovider", "-p", "chargeback.pytest_plugin", *extra]
-    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}  # no other plugin is needed; loading them costs ~1 s
+               "-p", "no:cacheprovider", "-p", "chargeback.pytest_plugin", *auth.child_args(), *extra]
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",  # no other plugin is needed; loading them costs ~1 s
+           **auth.child_env()}
     return command, env, checks.parent
 
 
-def run_checks(run: Path, *extra: str) -> int:
+def run_checks(run: Path, *extra: str, auth: PrometheusAuth | None = None) -> int:
     """The built-in checks on a run record in a child process (Locust's --check, the demo); pytest's exit code
     (0 only if every check passed)."""
-    command, env, cwd = _checks_command(run, *extra)
+    command, env, cwd = _checks_command(run, *extra, auth=auth)
     return subprocess.run(command, env=env, cwd=cwd).returncode
 
 
@@ -308,10 +336,11 @@ def parse_junit(text: str) -> list[CheckResult]:
     return results
 
 
-def check_results(run: Path, *extra: str, timeout: float | None = None) -> tuple[int, list[CheckResult], str]:
+def check_results(run: Path, *extra: str, timeout: float | None = None, auth: PrometheusAuth | None = None
+                  ) -> tuple[int, list[CheckResult], str]:
     """Like run_checks, with each check's result: pytest's exit code, the results, and pytest's output (where a
     usage error's one line is). A TimeoutExpired after `timeout` seconds."""
-    command, env, cwd = _checks_command(run, *extra)
+    command, env, cwd = _checks_command(run, *extra, auth=auth)
     with tempfile.TemporaryDirectory(prefix="checks-") as tmp:
         report = Path(tmp) / "checks.xml"
         done = subprocess.run([*command, f"--junitxml={report}"], env=env, cwd=cwd, capture_output=True, text=True,

@@ -13,13 +13,14 @@ from typing import Any
 import numpy as np
 
 from .counters import Snapshot
-from .ledger import ANY_SENDER, COLUMNS, COUNTS, Account, Ledger
+from .ledger import ANY_SENDER, COLUMNS, COUNTS, MODEL_COUNTS, NO_HEADER, NO_REPORT, Account, Ledger, RateHeaders
 from .summary import PlanSummary
 
 RECORD_FILE = "record.json"
-LEDGER_FILE = "ledger.npz"  # numpy's format: the accounts' totals, and every request in four columns
+LEDGER_FILE = "ledger.npz"  # numpy's format: the accounts' totals, and every request in five columns
 OLD_LEDGER_FILE = "ledger.json"  # what versions before 0.11 wrote
 SNAPSHOTS_FILE = "snapshots.json"
+HEADER_COLUMNS = (("rl_remaining", "q"), ("rl_reset", "i"), ("rl_limit", "i"))  # only in runs whose answers had them
 RUNNING, COMPLETE, INCOMPLETE = "running", "complete", "incomplete"
 
 
@@ -35,9 +36,9 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def write_ledger_atomic(path: Path, ledger: Ledger) -> None:
-    """The ledger in numpy's .npz format (22 bytes per request: sent, answered, status, sender; the accounts' rows
-    in user order), each request column streamed account by account (no copy of it in memory), written beside
-    `path` and renamed over it."""
+    """The ledger in numpy's .npz format (26 bytes per request: sent, answered, status, sender, tokens; the
+    accounts' rows in user order), each request column streamed account by account (no copy of it in memory),
+    written beside `path` and renamed over it."""
     accounts = sorted(ledger.accounts.values(), key=lambda a: a.user)
     times = [[np.nan if t is None else t for t in (a.first, a.last)] for a in accounts]
     tables = {"user": np.array([a.user for a in accounts], dtype=str),
@@ -45,6 +46,10 @@ def write_ledger_atomic(path: Path, ledger: Ledger) -> None:
               "totals": np.array([[getattr(a, n) for n in COUNTS] for a in accounts], dtype=np.int64),
               "first_last": np.array(times, dtype=np.float64).reshape(-1, 2),
               "requests": np.array([len(a.columns[0]) for a in accounts], dtype=np.int64)}
+    models = [(i, model, counts) for i, a in enumerate(accounts) for model, counts in a.models.items()]
+    tables |= {"model_account": np.array([i for i, _, _ in models], dtype=np.int64),  # each account's per-model
+               "model_name": np.array([m for _, m, _ in models], dtype=str),         # MODEL_COUNTS
+               "model_counts": np.array([c for _, _, c in models], dtype=np.int64).reshape(-1, len(MODEL_COUNTS))}
     requests = int(tables["requests"].sum())
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
@@ -57,7 +62,58 @@ def write_ledger_atomic(path: Path, ledger: Ledger) -> None:
                 np.lib.format.write_array_header_2_0(file, header)
                 for account in accounts:
                     file.write(account.columns[i])
+        _write_rate_headers(archive, accounts, requests)
     os.replace(tmp, path)
+
+
+def _write_rate_headers(archive: zipfile.ZipFile, accounts: list[Account], requests: int) -> None:
+    """The rate-limit header columns, only when some answer carried them (NO_HEADER where one did not), their
+    X-RateLimit-Limit texts in one table (`rl_limit_texts`) that `rl_limit` indexes."""
+    carried = [a.rate_headers for a in accounts if a.rate_headers is not None]
+    if not carried:
+        return
+    texts = sorted({text for headers in carried for text in headers.limits})
+    index = {text: i for i, text in enumerate(texts)}
+    with archive.open("rl_limit_texts.npy", "w", force_zip64=True) as file:
+        np.lib.format.write_array(file, np.array(texts, dtype=str), allow_pickle=False)
+    for name, typecode in HEADER_COLUMNS:
+        with archive.open(f"{name}.npy", "w", force_zip64=True) as file:
+            np.lib.format.write_array_header_2_0(file, {"descr": np.dtype(typecode).str, "fortran_order": False,
+                                                        "shape": (requests,)})
+            for account in accounts:
+                headers, rows = account.rate_headers, len(account.columns[0])
+                if headers is None:
+                    file.write(np.full(rows, NO_HEADER, dtype=typecode).tobytes())
+                    continue
+                headers.pad(rows)
+                if name == "rl_limit":  # the account's own numbering -> the table's (NO_HEADER, last, stays)
+                    renumber = np.array([index[t] for t in headers.limits] + [NO_HEADER], dtype=typecode)
+                    file.write(renumber[np.frombuffer(headers.limit, dtype=np.int16)].tobytes())
+                else:
+                    file.write(headers.remaining if name == "rl_remaining" else headers.reset)
+
+
+def _read_rate_headers(data: Any, ledger: Ledger, requests: np.ndarray) -> None:
+    """The rate-limit header columns `_write_rate_headers` wrote, if any, into the accounts that carried some."""
+    if "rl_limit" not in data.files:
+        return
+    texts = data["rl_limit_texts"].tolist()
+    columns = {name: data[name] for name, _ in HEADER_COLUMNS}
+    if any(len(c) != int(requests.sum()) for c in columns.values()):
+        raise ValueError(f"the rate-limit header columns do not hold the accounts' {int(requests.sum())} requests")
+    end = 0
+    for account, count in zip(ledger.accounts.values(), requests.tolist()):
+        start, end = end, end + count
+        limit = columns["rl_limit"][start:end]
+        used = np.unique(limit[limit != NO_HEADER])
+        if not len(used):
+            continue
+        renumber = np.full(len(texts) + 1, NO_HEADER, dtype=np.int16)  # the table's numbering -> the account's
+        renumber[used] = np.arange(len(used))
+        headers = account.rate_headers = RateHeaders(limits=[texts[i] for i in used.tolist()])
+        headers.remaining.frombytes(columns["rl_remaining"][start:end].astype(np.int64).tobytes())
+        headers.reset.frombytes(columns["rl_reset"][start:end].astype(np.int32).tobytes())
+        headers.limit.frombytes(renumber[limit].tobytes())
 
 
 def read_ledger(path: Path) -> Ledger:
@@ -70,14 +126,24 @@ def read_ledger(path: Path) -> Ledger:
             for user, tier, counts, times in zip(data["user"].tolist(), data["tier"].tolist(), totals, first_last):
                 first, last = (None if t != t else t for t in times)  # NaN: none
                 ledger.accounts[user] = Account(user, tier, **dict(zip(COUNTS, counts)), first=first, last=last)
+            if "model_counts" in data.files:  # older records have no per-model table
+                accounts = list(ledger.accounts.values())
+                for i, model, counts in zip(data["model_account"].tolist(), data["model_name"].tolist(),
+                                            data["model_counts"].tolist()):
+                    accounts[i].models[model] = counts
             ends = np.cumsum(requests).tolist()
             for i, (name, _) in enumerate(COLUMNS):
+                if name not in data.files and name == "tokens":  # a record of 0.11: no tokens per request
+                    for account, count in zip(ledger.accounts.values(), requests.tolist()):
+                        account.columns[i].extend([NO_REPORT] * count)
+                    continue
                 column = data[name]
                 if len(column) != (ends[-1] if ends else 0):
                     raise ValueError(f"{name} holds {len(column)} requests, the accounts {ends[-1] if ends else 0}")
                 for account, end, count in zip(ledger.accounts.values(), ends, requests.tolist()):
                     account.columns[i].frombytes(column[end - count:end].tobytes())
                 del column
+            _read_rate_headers(data, ledger, requests)
     except FileNotFoundError:
         raise RecordError(f"{path}: no such file (not a run record folder?)") from None
     except (OSError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile) as exc:

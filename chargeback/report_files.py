@@ -19,7 +19,9 @@ from .report import Report  # noqa: E402
 plt.rcParams.update({"svg.fonttype": "none", "figure.dpi": 96})  # text stays text in the SVG
 PLOTTED, LISTED = 8, 50  # users named in the plots and in the page's table (the CSV and JSON hold every user)
 CSV_COLUMNS = ["timestamp", "user", "group", "calls", "cost", "sent", "authorized", "limited", "rejected",
-               "prompt_tokens", "completion_tokens", "total_tokens", "source", "note"]
+               "prompt_tokens", "completion_tokens", "total_tokens", "reports", "source", "note"]
+MODEL_COLUMNS = ["timestamp", "user", "group", "model", "calls", "reports", "prompt_tokens", "completion_tokens",
+                 "total_tokens", "cost"]
 
 
 def _iso(t: float) -> str:
@@ -28,18 +30,29 @@ def _iso(t: float) -> str:
 
 def write_csv(report: Report, path: Path) -> None:
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for u in report.users:
             writer.writerow({**asdict(u), "timestamp": _iso(report.generated), "calls": u.authorized,
                              "cost": f"{u.cost:.6f}"})
 
 
+def write_models_csv(report: Report, path: Path) -> None:
+    """One row per user and model (the request's; "(server difference)" for calls only the server counted)."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=MODEL_COLUMNS)
+        writer.writeheader()
+        for u in report.users:
+            for m in u.models:
+                writer.writerow({**asdict(m), "timestamp": _iso(report.generated), "user": u.user, "group": u.group,
+                                 "cost": f"{m.cost:.9f}"})
+
+
 def write_json(report: Report, path: Path) -> None:
     path.write_text(json.dumps({
         "title": report.title, "source": report.source, "currency": report.currency,
         "generated": _iso(report.generated), "flags": report.flags,
-        "users": [asdict(u) for u in report.users], "tiers": report.tiers(),
+        "users": [asdict(u) for u in report.users], "tiers": report.tiers(), "models": report.model_totals(),
     }, indent=1) + "\n")
 
 
@@ -120,7 +133,10 @@ def write_html(report: Report, path: Path) -> None:
     disagreements = (f'<h2 class="flags">Disagreements</h2><ul class="flags">{flags}</ul>' if flags
                      else "<p>No disagreement between the server and the client.</p>")
     source = f"Source: {html.escape(report.source)}. Generated {_iso(report.generated)}."
-    users = [asdict(u) for u in report.top(LISTED)]
+    top = report.top(LISTED)
+    users = [asdict(u) for u in top]
+    models = sorted(({"user": u.user, "group": u.group, **asdict(m)} for u in top for m in u.models),
+                    key=lambda r: (r["model"], -r["calls"], r["user"]))
     listed = (f"All {len(report.users)} users." if len(users) == len(report.users) else
               f"The {len(users)} users with the most calls of {len(report.users)}; every user is in the CSV and JSON "
               "files beside this page.")
@@ -142,7 +158,14 @@ figure {{ margin: 1.5em 0; }}
 <h2>Per user</h2>
 <p>{listed}</p>
 {_table(users, ["user", "group", "sent", "authorized", "limited", "rejected", "prompt_tokens", "completion_tokens",
-                "total_tokens", "cost", "source", "note"])}
+                "total_tokens", "reports", "cost", "source", "note"])}
+<h2>Per tier and model</h2>
+{_table(report.model_totals(), ["group", "model", "users", "calls", "prompt_tokens", "completion_tokens",
+                                "total_tokens", "cost"])}
+<h2>Per model and user</h2>
+<p>The users above, per model.</p>
+{_table(models, ["model", "user", "group", "calls", "reports", "prompt_tokens", "completion_tokens", "total_tokens",
+                 "cost"])}
 <h2>Plots</h2>
 <figure>{_requests_over_time(report)}</figure>
 <figure>{_per_tier(report)}</figure>
@@ -152,10 +175,11 @@ figure {{ margin: 1.5em 0; }}
 
 
 def write_all(report: Report, out: Path, stem: str = "chargeback") -> list[Path]:
-    """`<stem>.csv`, `<stem>.json`, `<stem>.html` in `out`; their paths."""
+    """`<stem>.csv`, `<stem>.json`, `<stem>.html` and `<stem>-models.csv` in `out`; their paths."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{stem}.csv", out / f"{stem}.json", out / f"{stem}.html"]
+    paths = [out / f"{stem}.csv", out / f"{stem}.json", out / f"{stem}.html", out / f"{stem}-models.csv"]
     write_csv(report, paths[0])
     write_json(report, paths[1])
     write_html(report, paths[2])
+    write_models_csv(report, paths[3])
     return paths

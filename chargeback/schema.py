@@ -30,6 +30,7 @@ class MetricSchema:
     labels_group: bool = True  # the target labels per-user series with the user's group
     model_label: bool = False  # per-user series carry a `model` label
     telemetry_labels: bool = False  # labels come from a TelemetryPolicy, so any label set may be served
+    reports: str | None = None  # token reports after the answer, per user (Limitador after v2.4.0: report_calls)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -82,8 +83,9 @@ def schema_named(name: str) -> MetricSchema:
 
 
 def candidate_metrics() -> tuple[str, ...]:
-    """Every counter name a registered schema reads, without repeats, in registration order."""
-    return tuple(dict.fromkeys(name for s in _REGISTRY.values() for name in s.metrics))
+    """Every counter name a registered schema reads (its report counter too), without repeats, in registration
+    order."""
+    return tuple(dict.fromkeys(name for s in _REGISTRY.values() for name in (*s.metrics, s.reports) if name))
 
 
 def _own_names(schema: MetricSchema) -> bool:
@@ -122,7 +124,8 @@ for _builtin in (
                  "the nerdalert/limitador fork: user and model labels, group usually absent",
                  labels_group=False, model_label=True),
     MetricSchema("telemetry", "authorized_calls", "limited_calls", "authorized_hits",
-                 "upstream Kuadrant >= 1.3 with a TelemetryPolicy labelling user and group", telemetry_labels=True),
+                 "upstream Kuadrant >= 1.3 with a TelemetryPolicy labelling user and group", telemetry_labels=True,
+                 reports="report_calls"),
 ):
     register_schema(_builtin)
 del _builtin

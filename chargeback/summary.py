@@ -85,6 +85,12 @@ class PlanSummary:
         applying = [l for l in self.limits if identity is not None and l.name in identity.limits]
         return [r for l in applying if l.kind == "requests" for r in l.rates], any(l.kind == "tokens" for l in applying)
 
+    def token_rates_of(self, user: str) -> list[Rate]:
+        """The token-limit rates that apply to a user."""
+        identity = self.identity(user)
+        return [r for l in self.limits if identity is not None and l.name in identity.limits and l.kind == "tokens"
+                for r in l.rates]
+
     def shared_counters(self) -> dict[str, str]:
         """user -> another user with whom it shares a counter (the window model follows one identity at a time)."""
         owners: dict[tuple, str] = {}
@@ -121,7 +127,7 @@ class PlanSummary:
             ],
             "tiers": {
                 name: {"users": list(t.users), "limits": list(t.limits),
-                       "price": {"per_call": t.price.per_call, "per_1k_tokens": t.price.per_1k_tokens}}
+                       "price": t.price.to_dict()}
                 for name, t in self.tiers.items()
             },
             "warnings": list(self.warnings),
@@ -140,6 +146,6 @@ class PlanSummary:
                 l["name"], l["policy"], l["kind"], tuple(Rate(l["name"], r["limit"], r["window_seconds"])
                                                          for r in l["rates"]),
                 tuple(l["when"]), tuple(l["counters"])) for l in data["limits"]),
-            tiers={name: TierSummary(tuple(t["users"]), tuple(t["limits"]), Price(**t["price"]))
+            tiers={name: TierSummary(tuple(t["users"]), tuple(t["limits"]), Price.from_dict(t["price"]))
                    for name, t in data["tiers"].items()},
             warnings=tuple(data.get("warnings", ())))

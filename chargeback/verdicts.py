@@ -13,6 +13,7 @@ import numpy as np
 from .ledger import AUTHORIZED, DECIDED, LIMITED, NO_ANSWER
 from .plan import Rate
 from .verify import GroupCount, UserCheck, Verification
+from .witness import REJECTIONS, client_rejections, expected_rejections
 
 HOLDS, FAILS, UNDECIDED, NOT_APPLICABLE = "holds", "fails", "cannot decide", "not applicable"
 Rows = list[dict[str, Any]]
@@ -23,14 +24,15 @@ class Verdict:
     state: str  # HOLDS | FAILS | UNDECIDED | NOT_APPLICABLE
     title: str = ""
     rows: Rows = field(default_factory=list)
+    note: str = ""  # what a holding verdict lets pass and why (an overshoot the requests in flight explain)
 
     @property
     def holds(self) -> bool:
         return self.state == HOLDS
 
 
-def holds() -> Verdict:
-    return Verdict(HOLDS)
+def holds(note: str = "") -> Verdict:
+    return Verdict(HOLDS, note=note)
 
 
 def fails(title: str, rows: Rows | None = None) -> Verdict:
@@ -171,32 +173,78 @@ def no_series_for_identities_outside_the_plan(v: Verification) -> Verdict:
                    [row(c, "authorized", c.client.authorized, c.server_authorized, "0") for c in strangers])
 
 
+def authorino_counted_the_rejections(v: Verification) -> Verdict:
+    witness = v.auth
+    if witness is None:
+        return undecided(v.auth_why)
+    between = (f"between Authorino's scrapes at {clock(witness.before)} (before the run's first request) and "
+               f"{clock(witness.after)} (after its last answer)")
+    if witness.restarts:
+        return undecided(f"{witness.restarts} of Authorino's counters restarted {between}")
+    client = expected_rejections(client_rejections((c.client for c in v.users.values()), v.record.plan), witness)
+    rows, problems = [], []
+    for code, status in REJECTIONS:
+        low, high = client[code]
+        server = witness.counted[status]
+        rows.append({"authconfig": witness.authconfig, "status": status, "client": f"{low} x {code}",
+                     "server": server, "expected": span((low, high)), "difference": server - low})
+        if server < low:
+            problems.append(f"{low - server} of the run's {low} x {code} not counted as {status} (an answer that did "
+                            "not come from Authorino's decision, or a lost increment)")
+        elif server > high:
+            problems.append(f"{server} counted as {status}, {server - high} more than the run's requests explain "
+                            "(another client of the route in that span, or Authorino counting twice)")
+    return require(not problems, f"AuthConfig {witness.authconfig}: {'; '.join(problems)}, {between}", rows)
+
+
 # --- the policy: limits held, answers possible, counts as the window model expects --------------------------------
 def _not_followed(check: UserCheck) -> Verdict:
     return undecided(check.explanation.why if check.explanation else "the window model does not follow this user")
 
 
-def policy_limit_held(check: UserCheck, rate: Rate) -> Verdict:
+def _raced(check: UserCheck, over: int, windows: int, strict: bool) -> tuple[bool, str]:
+    """Whether an overshoot of `over` over `windows` window(s) is within Limitador's check-then-update race (at most
+    one less than the requests in flight at once, per window) and may pass; what to add to a failure's title."""
+    most = windows * max(check.in_flight - 1, 0)
+    if not most:
+        return False, ""
+    if over > most:
+        return False, f"; {check.in_flight} requests in flight at once explain at most {most}"
+    return not strict, f" ({check.in_flight} requests in flight at once), which --strict-limits fails"
+
+
+def policy_limit_held(check: UserCheck, rate: Rate, strict: bool = False) -> Verdict:
     if rate.label not in check.bounds:
         return _not_followed(check)
     most, windows = check.bounds[rate.label]
     client, server = check.client.authorized, check.server_authorized
-    return require(client <= most and server <= most,
-                   f"{check.user}: the limit {rate.label} did not hold: the client got {client} answer(s) past the "
-                   f"limiter and the server counted {server} authorized, but over the run's timeline the policy lets "
-                   f"at most {most} through ({windows} window(s))",
-                   [row(check, "authorized", client, server, f"<= {most}")])
+    over = max(client, server - check.token_calls) - most
+    if over <= 0:
+        return holds()
+    passes, why = _raced(check, over, windows, strict)
+    if passes:
+        return holds(f"{check.user}: {over} over {rate.label}, within {check.in_flight} requests in flight at once "
+                     "(Limitador's check-then-update race)")
+    token_calls = f" (less at most {check.token_calls} token check(s))" if check.token_calls else ""
+    return fails(f"{check.user}: the limit {rate.label} did not hold: the client got {client} answer(s) past the "
+                 f"limiter and the server counted {server} authorized{token_calls}, but over the run's timeline the "
+                 f"policy lets at most {most} through ({windows} window(s)){why}",
+                 [row(check, "authorized", client, server, f"<= {most + check.token_calls}")])
 
 
-def answers_follow_the_policy(check: UserCheck) -> Verdict:
+def answers_follow_the_policy(check: UserCheck, strict: bool = False) -> Verdict:
     explanation = check.explanation
     if explanation is None or check.prior is None:
         return _not_followed(check)
     if explanation.consistent is None:
         return undecided(explanation.why)
     odd = explanation.unexplained
+    raced = "; ".join(f"requests {o.first}-{o.last} got {o.over} more through than {' and '.join(o.limits)} had "
+                      f"room for, within {o.in_flight} requests in flight at once" for o in check.overshoots)
+    if odd is None and raced and strict:
+        return fails(f"{check.user}: {raced} (Limitador's check-then-update race), which --strict-limits fails")
     if odd is None:
-        return holds()
+        return holds(f"{check.user}: {raced} (Limitador's check-then-update race)" if raced else "")
     before = f"(state before the run: {check.prior.source})"
     user = check.user
     if odd.first == odd.last and odd.authorized:
@@ -219,9 +267,19 @@ def counts_match_the_window_model(check: UserCheck, v: Verification) -> Verdict:
     if check.open_ended or (last is not None and v.after.window[0] < last):
         return undecided(check.open_ended or "the counters were last read before the run's last answer")
     authorized, limited = prediction.authorized, prediction.limited
+    server_a, server_l = check.server_authorized, check.server_limited
+    if authorized[0] <= server_a <= authorized[1] and limited[0] <= server_l <= limited[1]:
+        return holds()
+    over = sum(o.over for o in check.overshoots)  # what the client's answers show raced past a limit
+    raced = (0 < server_a - authorized[1] <= over and limited[0] - over <= server_l <= limited[1]
+             and authorized[0] + limited[0] <= server_a + server_l <= authorized[1] + limited[1])
+    if raced and not v.strict:
+        return holds(f"{check.user}: {server_a - authorized[1]} authorized over the window model's {span(authorized)}, "
+                     "the overshoot of requests in flight together (Limitador's check-then-update race)")
     why = "" if prediction.decided and limited[0] == limited[1] else f" ({prediction.why_range})"
-    return require(
-        authorized[0] <= check.server_authorized <= authorized[1] and limited[0] <= check.server_limited <= limited[1],
-        f"{check.user}: the window model expects {span(authorized)} authorized / {span(limited)} limited{why}",
-        [row(check, "authorized", check.client.authorized, check.server_authorized, span(authorized)),
-         row(check, "limited", check.client.limited, check.server_limited, span(limited))])
+    strict = (f"; the server's {server_a - authorized[1]} more are the overshoot of requests in flight together, "
+              "which --strict-limits fails") if raced else ""
+    return fails(f"{check.user}: the window model expects {span(authorized)} authorized / {span(limited)} "
+                 f"limited{why}{strict}",
+                 [row(check, "authorized", check.client.authorized, server_a, span(authorized)),
+                  row(check, "limited", check.client.limited, server_l, span(limited))])

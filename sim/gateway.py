@@ -1,8 +1,8 @@
 """The stand-in gateway: Authorino (API keys, groups) then Limitador (fixed windows) in front of the model simulator.
 
 Serves the OpenAI routes through auth and limits, and Limitador's admin routes (`/metrics`, `/status`,
-`/limits/{ns}`, `/counters/{ns}`, the namespace URL-encoded) on the same port; each further limiter replica serves
-its own admin routes on its own port.
+`/limits/{ns}`, `/counters/{ns}`, the namespace URL-encoded) and Authorino's `/server-metrics` on the same port; each
+further limiter replica serves its own admin routes on its own port.
 """
 from __future__ import annotations
 
@@ -30,16 +30,18 @@ from chargeback.manifests import ManifestError
 from chargeback.plan import DEFAULT_NAMESPACE, Identity, Limit, Plan, load_plan
 from chargeback.schema import DEFAULT_SCHEMA, MODEL_LABEL, SCHEMAS, MetricSchema, schema_named
 
-from .asgi import Receive, Send, read_body, respond, serve_lifespan
+from .asgi import Headers, Receive, Send, read_body, respond, serve_lifespan
 from .faults import SYNTAX, Faults
-from .limiter import CounterSpec, Limiter
-from .metrics import LimitadorMetrics
+from .limiter import CounterSpec, CounterState, Limiter
+from .metrics import AuthorinoMetrics, LimitadorMetrics
 from .model import ModelConfig, ModelSimulator, rate_limit_error
 
 JSON = "application/json"
 ADMIN_PREFIXES = ("/limits/", "/counters/")
 TOO_MANY_REQUESTS = b"Too Many Requests\n"  # the wasm-shim's 429 body
 STORAGES = ("shared", "separate")
+OVERSHOOT = 0.05  # seconds between reading and updating the counters with --overshoot
+AUTHORINO_NAMESPACE = "kuadrant-system"  # where kuadrant-operator puts the AuthConfigs it generates
 ASGIApp = Callable[[dict[str, Any], Receive, Send], Any]
 
 
@@ -92,7 +94,8 @@ class Gateway:
 
     def __init__(self, plan: Plan, schema: MetricSchema, namespace: str | None = None,
                  model: ModelSimulator | None = None, clock: Callable[[], float] = time.monotonic,
-                 faults: Faults | None = None, replicas: int = 1, replica_storage: str = "shared"):
+                 faults: Faults | None = None, replicas: int = 1, replica_storage: str = "shared",
+                 rate_limit_headers: bool = False, overshoot: float = 0.0):
         if plan.auth is None:
             raise ManifestError(f"{', '.join(plan.sources)}: no AuthPolicy with apiKey authentication")
         if replica_storage not in STORAGES or replicas < 1:
@@ -106,19 +109,27 @@ class Gateway:
         self._header = plan.auth.header.encode()
         self._realm = f'{plan.auth.prefix or "APIKEY"} realm="{plan.auth.policy}"'.encode()
         self.faults = faults if faults is not None else Faults()
+        self.rate_limit_headers = rate_limit_headers  # Limitador's rateLimitHeaders: DRAFT_VERSION_03
+        self.overshoot = overshoot  # seconds between a check's reading and its update (0: one atomic step)
+        self._limit_names = {limit_identifier(limit): limit.name for limit in plan.limits}
         self._group_label = schema.group_label
         self._label_names, self._label_exprs = self._labels(schema)
         self._model_label = schema.model_label
         label_names = self._label_names + ((MODEL_LABEL,) if self._model_label else ())
+        # TelemetryPolicy labels read from the response body reach Limitador with the Report: token metrics only
+        self._response_labels = dict(plan.response_labels) if schema.telemetry_labels else {}
         shared = Limiter(clock)
         self.replicas = [Replica(shared if replica_storage == "shared" or i == 0 else Limiter(clock),
-                                 LimitadorMetrics(schema, self.namespace, label_names)) for i in range(replicas)]
+                                 LimitadorMetrics(schema, self.namespace, label_names, tuple(self._response_labels)))
+                         for i in range(replicas)]
         self._compiled = {(limit_identifier(limit), i): compiled_limit(limit, rate, self.namespace)
                           for limit in plan.limits for i, rate in enumerate(limit.rates)}
         self.config_version = hashlib.sha256(orjson.dumps(list(self._compiled.values()))).hexdigest()[:16]
         self._principals = {
             plan.auth.header_value(i.key).encode(): self._principal(i) for i in plan.identities if i.known
         }
+        # kuadrant-operator names an AuthConfig by a sha256 hash of the route's path through the topology
+        self.authorino = AuthorinoMetrics(AUTHORINO_NAMESPACE, hashlib.sha256(self.namespace.encode()).hexdigest())
 
     def _labels(self, schema: MetricSchema) -> tuple[tuple[str, ...], dict[str, CelExpression]]:
         if schema.telemetry_labels and self.plan.telemetry_labels:
@@ -154,6 +165,8 @@ class Gateway:
             path = scope["path"]
             if path == "/metrics" or path == "/status" or path.startswith(ADMIN_PREFIXES):
                 await self._admin(self.replicas[0], scope, send)
+            elif path == "/server-metrics":
+                await respond(send, 200, "text/plain; version=0.0.4; charset=utf-8", self.authorino.render())
             else:
                 await self._route(scope, receive, send)
 
@@ -178,13 +191,16 @@ class Gateway:
                 principal = self._principals.get(value)
                 break
         if principal is None:
+            self._count_auth("UNAUTHENTICATED", "")
             reason = b"credential not found" if credential is None else b"the API Key provided is invalid"
             await respond(send, 401, "text/plain", headers=[(b"www-authenticate", self._realm),
                                                              (b"x-ext-auth-reason", reason)])
             return
         if not principal.identity.allowed:
+            self._count_auth("PERMISSION_DENIED", principal.identity.user)
             await respond(send, 403, "text/plain", headers=[(b"x-ext-auth-reason", b"Unauthorized")])
             return
+        self.authorino.count("OK")
         body = await read_body(receive)
         try:
             payload = orjson.loads(body) if body else None
@@ -201,25 +217,95 @@ class Gateway:
         if self._model_label:
             model = payload.get("model") if isinstance(payload, dict) else None
             labels = labels + (str(model or ""),)
-        specs = principal.request_specs + principal.token_specs + self._per_request_specs(principal, scope)
-        limited = replica.limiter.check(specs) is not None
-        hits = 1
-        if self.faults:
-            limited, hits = self._inject(user, limited)
-        if limited:
-            replica.metrics.limited[labels] += 1
-            await respond(send, 429, "text/plain", TOO_MANY_REQUESTS)
-            return
-        replica.metrics.authorized[labels] += hits
+        extra = self._per_request_specs(principal, scope)
+        request_specs = principal.request_specs + tuple(s for s in extra if s.hits_on_check)
+        token_specs = principal.token_specs + tuple(s for s in extra if not s.hits_on_check)
+        # One limiter call per policy kind, as the wasm-shim makes them: the RateLimitPolicy's (ShouldRateLimit)
+        # first, then the TokenRateLimitPolicy's check (CheckRateLimit); each counts authorized or limited once.
+        calls = [specs for specs in (request_specs, token_specs) if specs] or [()]
+        headers: Headers = []  # the rate-limit headers of the RateLimitPolicy's call (the token check sends none)
+        for call, specs in enumerate(calls):
+            if self.rate_limit_headers and call == 0 and request_specs:
+                limited, headers = await self._check_with_headers(replica.limiter, specs, user)
+            else:
+                limited = await self._check(replica.limiter, specs) is not None
+            hits = 1
+            if self.faults and limited and token_specs and specs == token_specs:
+                limited = not self.faults.take("token-over-limit", user)
+            if self.faults and call == 0:
+                limited, hits = self._inject(user, limited)
+            if limited:
+                replica.metrics.limited[labels] += 1
+                if self.faults and call == 0 and request_specs and self.faults.take("early-reset", user):
+                    replica.limiter.forget(specs)
+                await respond(send, 429, "text/plain", TOO_MANY_REQUESTS, headers=headers)
+                return
+            replica.metrics.authorized[labels] += hits
         if self.faults and self.faults.take("model-429", user):
             answer = rate_limit_error()
         else:
             answer = await self.model.respond(scope["method"], scope["path"], payload)
-        await respond(send, answer.status, answer.content_type, answer.body, answer.chunks)
-        if answer.usage is not None and principal.token_specs:
-            replica.limiter.report(principal.token_specs, answer.usage.total_tokens)
+        await respond(send, answer.status, answer.content_type, answer.body, answer.chunks, headers=headers)
+        if answer.usage is not None and token_specs:  # the Report after the answer
+            replica.limiter.report(token_specs, answer.usage.total_tokens)
+            reported = labels + self._response_values(payload) if self._response_labels else labels
+            replica.metrics.reports[reported] += 1
             if not (self.faults and self.faults.take("drop-tokens", user)):
-                replica.metrics.token_hits[labels] += answer.usage.total_tokens
+                replica.metrics.token_hits[reported] += answer.usage.total_tokens
+
+    async def _check(self, limiter: Limiter, specs: tuple[CounterSpec, ...]) -> CounterSpec | None:
+        """The limiter's check; with `overshoot`, its reading and its update `overshoot` seconds apart, in which other
+        requests read the same values and can all pass (Limitador's check-then-update race)."""
+        if not self.overshoot:
+            return limiter.check(specs)
+        limiting = limiter.decide(specs)
+        if limiting is None:
+            await asyncio.sleep(self.overshoot)
+            limiter.commit(specs)
+        return limiting
+
+    async def _check_with_headers(self, limiter: Limiter, specs: tuple[CounterSpec, ...],
+                                  user: str) -> tuple[bool, Headers]:
+        """`_check` with Limitador's rate-limit headers: whether the request is limited, and its counters as the
+        check read them (with `overshoot`, before its update, as Limitador annotates them)."""
+        limited = limiter.decide(specs) is not None
+        headers = self._rate_limit_headers(limiter.states(specs, not limited), limited, user)
+        if not limited:
+            if self.overshoot:
+                await asyncio.sleep(self.overshoot)
+            limiter.commit(specs)
+        return limited, headers
+
+    def _rate_limit_headers(self, states: list[CounterState], limited: bool, user: str) -> Headers:
+        """Limitador's DRAFT_VERSION_03 headers: every counter as `max;w=seconds;name="..."`, most restrictive
+        (least remaining, saturating at 0) first; Remaining and Reset (whole seconds, truncated) are its. The fault
+        `headers-stale` reports an allowed request's counters as they were before its own hit."""
+        if not states:
+            return []
+        stale = not limited and self.faults.stale(user)
+        counters = sorted(((max(s.spec.max_value - s.value + (s.spec.hits_on_check if stale else 0), 0), s)
+                           for s in states), key=lambda pair: pair[0])
+        remaining, first = counters[0]
+        listed = "".join(f', {s.spec.max_value};w={int(s.spec.seconds)};name="{self._limit_names[s.spec.limit_name]}"'
+                         for _, s in counters)
+        return [(b"x-ratelimit-limit", f"{first.spec.max_value}{listed}".encode()),
+                (b"x-ratelimit-remaining", str(remaining).encode()),
+                (b"x-ratelimit-reset", str(int(first.expires_in)).encode())]
+
+    def _response_values(self, payload: Any) -> tuple[str, ...]:
+        """The response-body labels' values, read from the request (the model simulator echoes its `model`)."""
+        values = []
+        for pointer in self._response_labels.values():
+            value = payload
+            for part in pointer.strip("/").split("/"):
+                value = value.get(part) if isinstance(value, dict) else None
+            values.append("" if value is None else str(value))
+        return tuple(values)
+
+    def _count_auth(self, status: str, user: str) -> None:
+        """Authorino counts a rejection, unless the fault `auth-uncounted` leaves it out."""
+        if not (self.faults and self.faults.take("auth-uncounted", user)):
+            self.authorino.count(status)
 
     def _inject(self, user: str, limited: bool) -> tuple[bool, int]:
         """Apply the pending faults to one request: whether it is limited, and how many authorized calls count."""
@@ -240,7 +326,8 @@ class Gateway:
         started = rfc3339(time.time())
         for replica in self.replicas:
             replica.limiter.clear()
-            for counts in (replica.metrics.authorized, replica.metrics.limited, replica.metrics.token_hits):
+            for counts in (replica.metrics.authorized, replica.metrics.limited, replica.metrics.token_hits,
+                           replica.metrics.reports):
                 counts.clear()
             replica.started_at = started
 
@@ -309,10 +396,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--ttft", type=float, default=0.0, help="model time to first token, seconds")
     parser.add_argument("--per-token", type=float, default=0.0, help="model time per completion token, seconds")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME",
+                        help=f"a model the simulator serves (repeatable; default {ModelConfig.models[0]})")
     parser.add_argument("--fault", action="append", default=[], metavar="KIND[:ARG]",
                         help=f"inject a fault (tests): {SYNTAX}")
     parser.add_argument("--replica-port", action="append", type=int, default=[], metavar="PORT",
                         help="one more limiter replica, its admin routes on PORT (repeatable)")
+    parser.add_argument("--rate-limit-headers", action="store_true",
+                        help="serve X-RateLimit-Limit/Remaining/Reset on the RateLimitPolicy's answers (200 and 429), "
+                             "as Limitador with rateLimitHeaders: DRAFT_VERSION_03")
+    parser.add_argument("--overshoot", type=float, nargs="?", const=OVERSHOOT, default=0.0, metavar="SECONDS",
+                        help="Limitador's check-then-update race: a check's reading and its update SECONDS apart "
+                             f"(default {OVERSHOOT:g}), so concurrent requests of one counter can all pass")
     parser.add_argument("--replica-storage", default="shared", choices=STORAGES,
                         help="shared: one set of counters for all replicas; separate: each its own (default shared)")
     return parser
@@ -355,9 +450,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan = load_plan(args.policy)
         gateway = Gateway(plan, schema_named(args.schema), args.namespace,
-                          ModelSimulator(ModelConfig(time_to_first_token=args.ttft, time_per_token=args.per_token)),
+                          ModelSimulator(ModelConfig(tuple(args.model) or ModelConfig.models,
+                                                     time_to_first_token=args.ttft, time_per_token=args.per_token)),
                           faults=Faults.parse(args.fault), replicas=1 + len(args.replica_port),
-                          replica_storage=args.replica_storage)
+                          replica_storage=args.replica_storage, rate_limit_headers=args.rate_limit_headers,
+                          overshoot=args.overshoot)
     except (ManifestError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -43,11 +43,11 @@ class Limiter:
     """In-memory counters as Limitador keeps them (a restart forgets everything).
 
     A request is allowed iff value + delta <= max_value for every counter (a token check counts as 1 and opens
-    nothing: its window starts at the first report). Counters are checked in order and the first one over its limit
-    ends the check, as in Limitador without rate-limit headers. A qualified counter (one with variables) that does
-    not exist yet is created at value 0, expiring a window from now, when it is checked, even if a later counter
-    limits the request. An expired counter reads 0; the next allowed update sets value = delta and expiry = now +
-    window. A limited request updates nothing.
+    nothing: its window starts at the first report). Every counter is checked, also after one over its limit (the
+    `limitador` crate's in-memory `check_and_update`): a qualified counter (one with variables) that does not exist
+    yet is created at value 0, expiring a window from now, when it is checked, even if another counter limits the
+    request. An expired counter reads 0; the next allowed update sets value = delta and expiry = now + window. A
+    limited request updates nothing. A report of 0 hits is charged as 1 (limitador-server's Report).
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
@@ -58,22 +58,41 @@ class Limiter:
         """The first counter that limits the request (nothing is added), or None after adding each counter's hits."""
         now = self.clock()
         specs = tuple(specs)
+        limiting = self._read(specs, now)
+        if limiting is None:
+            for spec in specs:
+                self._add(spec, spec.hits_on_check, now)
+        return limiting
+
+    def decide(self, specs: Iterable[CounterSpec]) -> CounterSpec | None:
+        """`check`'s reading alone: the first counter that limits the request, adding nothing (a new qualified counter
+        is created, as `check` creates it). With `commit` later, concurrent requests can all read the same values:
+        Limitador's check-then-update race, which lets them overshoot a limit."""
+        return self._read(tuple(specs), self.clock())
+
+    def _read(self, specs: tuple[CounterSpec, ...], now: float) -> CounterSpec | None:
+        """Read every counter, creating each new qualified one at 0; the first one the request would exceed."""
+        limiting = None
         for spec in specs:
             window = self._windows.get(spec.key)
             if window is None and spec.values and spec.hits_on_check:
                 window = self._windows[spec.key] = _Window(spec, 0, now + spec.seconds)
             value = window.value if window is not None and window.expires_at > now else 0
-            if value + max(spec.hits_on_check, 1) > spec.max_value:
-                return spec
-        for spec in specs:
-            self._add(spec, spec.hits_on_check, now)
-        return None
+            if limiting is None and value + max(spec.hits_on_check, 1) > spec.max_value:
+                limiting = spec
+        return limiting
 
-    def report(self, specs: Iterable[CounterSpec], hits: int) -> None:
-        """Add `hits` without checking (a token limit's report after the response)."""
+    def commit(self, specs: Iterable[CounterSpec]) -> None:
+        """`check`'s update alone, for a request `decide` let through: each counter's hits, added now."""
         now = self.clock()
         for spec in specs:
-            self._add(spec, hits, now)
+            self._add(spec, spec.hits_on_check, now)
+
+    def report(self, specs: Iterable[CounterSpec], hits: int) -> None:
+        """Add `hits` without checking (a token limit's report after the response); 0 hits are charged as 1."""
+        now = self.clock()
+        for spec in specs:
+            self._add(spec, hits or 1, now)
 
     def _add(self, spec: CounterSpec, delta: int, now: float) -> None:
         """Add to a counter; an expired or new counter opens a fresh window now."""
@@ -83,6 +102,25 @@ class Limiter:
                 self._windows[spec.key] = _Window(spec, delta, now + spec.seconds)
             else:
                 window.value += delta
+
+    def states(self, specs: Iterable[CounterSpec], allowed: bool) -> list[CounterState]:
+        """Each counter as Limitador annotates it for the answer's rate-limit headers, read now (between `decide` and
+        `commit`): its value plus this request's hits when `allowed`; one without a live window reads 0, with a whole
+        window ahead."""
+        now = self.clock()
+        states = []
+        for spec in specs:
+            window = self._windows.get(spec.key)
+            live = window is not None and window.expires_at > now
+            value = (window.value if live else 0) + (spec.hits_on_check if allowed else 0)
+            states.append(CounterState(spec, value, (spec.max_value - value) % U64,
+                                       window.expires_at - now if live else spec.seconds))
+        return states
+
+    def forget(self, specs: Iterable[CounterSpec]) -> None:
+        """Forget these counters' windows (a fault: Limitador never does this by itself)."""
+        for spec in specs:
+            self._windows.pop(spec.key, None)
 
     def clear(self) -> None:
         """Forget every counter and window."""

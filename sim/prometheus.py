@@ -57,10 +57,11 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 def render_config(targets: list[str], job: str = "limitador", scrape_interval: str = "1s",
                   metrics_path: str = "/metrics", rule_files: list[str] | None = None,
                   extra_jobs: list[str] | None = None,
-                  other_jobs: dict[str, tuple[list[str], str]] | None = None) -> str:
+                  other_jobs: dict[str, tuple[list[str], str]] | None = None,
+                  metrics_paths: dict[str, str] | None = None) -> str:
     """Return prometheus.yml text scraping `targets` (host:port) as `job` every `scrape_interval`, again as each of
     `extra_jobs` (duplicate series, as two ServiceMonitors on one Limitador give), and each of `other_jobs`
-    (name -> (targets, interval)) at its own interval."""
+    (name -> (targets, interval)) at its own interval; `metrics_paths` (job -> path) overrides `metrics_path`."""
     jobs = [(name, list(targets), scrape_interval) for name in [job, *(extra_jobs or [])]]
     jobs += [(name, list(other), interval) for name, (other, interval) in (other_jobs or {}).items()]
     config: dict = {
@@ -68,7 +69,7 @@ def render_config(targets: list[str], job: str = "limitador", scrape_interval: s
         "scrape_configs": [{
             "job_name": name,
             "scrape_interval": interval,
-            "metrics_path": metrics_path,
+            "metrics_path": (metrics_paths or {}).get(name, metrics_path),
             "static_configs": [{"targets": job_targets}],
         } for name, job_targets, interval in jobs],
     }
@@ -84,12 +85,14 @@ class PrometheusServer:
                  scrape_interval: str = "1s", data_dir: str | None = None,
                  binary: str | None = None, extra_rule_files: list[str] | None = None,
                  extra_jobs: list[str] | None = None,
-                 other_jobs: dict[str, tuple[list[str], str]] | None = None) -> None:
+                 other_jobs: dict[str, tuple[list[str], str]] | None = None,
+                 metrics_paths: dict[str, str] | None = None) -> None:
         self.targets = list(targets)
         self.port = port or free_port()
         self.job = job
         self.extra_jobs = list(extra_jobs or [])
         self.other_jobs = dict(other_jobs or {})
+        self.metrics_paths = dict(metrics_paths or {})
         self.scrape_interval = scrape_interval
         self.binary = binary or find_binary()
         self.rule_files = list(extra_rule_files or [])
@@ -105,7 +108,8 @@ class PrometheusServer:
         config_path = os.path.join(self.data_dir, "prometheus.yml")
         with open(config_path, "w") as f:
             f.write(render_config(self.targets, self.job, self.scrape_interval, rule_files=self.rule_files,
-                                  extra_jobs=self.extra_jobs, other_jobs=self.other_jobs))
+                                  extra_jobs=self.extra_jobs, other_jobs=self.other_jobs,
+                                  metrics_paths=self.metrics_paths))
         self.process = ManagedProcess(
             "prometheus",
             [self.binary, f"--config.file={config_path}",

@@ -16,6 +16,7 @@ from .prometheus import PrometheusServer, free_port
 REPO_ROOT = Path(__file__).resolve().parent.parent
 JOB = "limitador"
 SELF_JOB = "prometheus-self"
+AUTH_JOB = "authorino"  # Authorino's /server-metrics (in the stand-in, on the gateway's port)
 TARGETS_APPLIED = 5.0  # seconds Prometheus takes to apply its targets after start
 
 
@@ -27,13 +28,18 @@ class LocalStack:
     `limitador`, scraped every `scrape_interval`. `rule_files` (e.g. deploy/prometheus/chargeback-rules-<schema>.yaml)
     are loaded into Prometheus; each of `extra_jobs` scrapes the gateway once more (duplicate series, as from two
     monitors); `other_target_interval` adds the job `prometheus-self`, Prometheus scraping itself at that interval.
+    With `authorino` (default) the job `authorino` scrapes Authorino's `/server-metrics` (the gateway's port) every
+    `scrape_interval`. With `rate_limit_headers` the gateway serves Limitador's X-RateLimit-* headers; with
+    `overshoot` (seconds) its limiter reads and updates apart, so concurrent requests can overshoot a limit. `models`:
+    the models the simulator serves (default its one).
     """
 
     def __init__(self, policies: list[str] | None = None, schema: str = "seed", gateway_port: int = 0,
                  prometheus_port: int = 0, namespace: str | None = None, ttft: float = 0.0,
                  per_token: float = 0.0, scrape_interval: str = "1s", faults: list[str] | None = None,
                  rule_files: list[str] | None = None, extra_jobs: list[str] | None = None, replicas: int = 1,
-                 replica_storage: str = "shared", other_target_interval: str | None = None):
+                 replica_storage: str = "shared", other_target_interval: str | None = None, authorino: bool = True,
+                 rate_limit_headers: bool = False, overshoot: float = 0.0, models: list[str] | None = None):
         self.policies = policies or [DEFAULT_POLICY]
         self.schema = schema
         self.gateway_port = gateway_port or free_port()
@@ -43,6 +49,7 @@ class LocalStack:
         self.replica_urls = [self.gateway_url] + [f"http://127.0.0.1:{port}" for port in self.replica_ports]
         self.scrape_interval = scrape_interval
         self.jobs = [JOB, *(extra_jobs or [])]
+        self.authorino = authorino
         self.workdir = tempfile.mkdtemp(prefix="chargeback-stack-")
         argv = [sys.executable, "-m", "sim.gateway", "--port", str(self.gateway_port), "--schema", schema,
                 "--ttft", str(ttft), "--per-token", str(per_token), "--replica-storage", replica_storage]
@@ -50,16 +57,24 @@ class LocalStack:
         argv += [arg for port in self.replica_ports for arg in ("--replica-port", str(port))]
         if namespace:
             argv += ["--namespace", namespace]
+        argv += [arg for model in models or () for arg in ("--model", model)]
+        if rate_limit_headers:
+            argv.append("--rate-limit-headers")
+        if overshoot:
+            argv += ["--overshoot", str(overshoot)]
         self._gateway_argv = argv
         self.gateway = self._gateway_process(faults or [])
         own = [f"127.0.0.1:{self.prometheus_port}"]
         other = {SELF_JOB: (own, other_target_interval)} if other_target_interval else {}
+        if authorino:
+            other[AUTH_JOB] = ([self.gateway_url.removeprefix("http://")], scrape_interval)
         try:
             self.prometheus = PrometheusServer([url.removeprefix("http://") for url in self.replica_urls],
                                                port=self.prometheus_port, job=JOB, scrape_interval=scrape_interval,
                                                data_dir=os.path.join(self.workdir, "prometheus"),
                                                extra_rule_files=[str(Path(f).resolve()) for f in rule_files or []],
-                                               extra_jobs=extra_jobs, other_jobs=other)
+                                               extra_jobs=extra_jobs, other_jobs=other,
+                                               metrics_paths={AUTH_JOB: "/server-metrics"})
         except RuntimeError:  # no prometheus binary: leave no working folder behind
             shutil.rmtree(self.workdir, ignore_errors=True)
             raise
@@ -71,10 +86,12 @@ class LocalStack:
                               cwd=str(REPO_ROOT))
 
     def wait_for_scrape(self, after: float, timeout: float = 30.0) -> None:
-        """Until every target of the gateway's jobs was scraped after `after` (epoch s); the wait is at least long
-        enough for Prometheus to apply its targets and scrape twice at `scrape_interval`."""
+        """Until every target of the gateway's jobs (and Authorino's) was scraped after `after` (epoch s); the wait is
+        at least long enough for Prometheus to apply its targets and scrape twice at `scrape_interval`."""
         wait = max(timeout, TARGETS_APPLIED + 2 * parse_window(self.scrape_interval))
         self.prometheus.wait_for_scrape(self.jobs, len(self.replica_urls), after, wait)
+        if self.authorino:
+            self.prometheus.wait_for_scrape([AUTH_JOB], 1, after, wait)
 
     def kill_gateway(self) -> None:
         """SIGKILL the gateway, as a crash; returns once it is gone (its counters, windows and metrics with it)."""

@@ -22,8 +22,9 @@ from sim.stack import LocalStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CHECKS_PER_SEED_RUN = 22  # 3 users x (reconciliation, group on the bill, answers, expected table, limit) + 2 groups
-#                           + 2 auth + 2 evidence + the token check, skipped: no token limit applies
+CHECKS_PER_SEED_RUN = 26  # 3 users x (reconciliation, group on the bill, answers, expected table, limit) + 2 groups
+#                           + 3 auth + 2 evidence + the token check, skipped: no token limit applies
+#                           + 3 users x the rate-limit headers, skipped: the stand-in serves none by default
 
 
 def locust_run(stack: LocalStack, runs: Path, scenario: str = "seed-demo", faults: list[str] | None = None,

@@ -283,7 +283,7 @@ def test_urls_that_do_not_answer_stop_the_run_before_any_request(stack: LocalSta
     assert refused(stack.gateway_url, "--prometheus-url", "http://127.0.0.1:9") == (
         "error: Prometheus at http://127.0.0.1:9: cannot read /api/v1/targets: ConnectionError; no request was sent")
     assert refused(stack.gateway_url, "--prometheus-url", stack.prometheus_url, "--job", "nope") == (
-        f"error: Prometheus at {stack.prometheus_url}: no active target of job 'nope' (jobs: limitador); "
+        f"error: Prometheus at {stack.prometheus_url}: no active target of job 'nope' (jobs: authorino, limitador); "
         "no request was sent")
     assert refused(stack.gateway_url, "--limitador-url", "http://127.0.0.1:9") == (
         "error: Limitador at http://127.0.0.1:9/status: cannot read: ConnectionError; no request was sent")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from chargeback.expectations import Prior, Request, explain, most_authorized, predict, under_token_limits
+from chargeback.expectations import Prior, Request, explain, most_authorized, predict
 from chargeback.ledger import AUTHORIZED as A
 from chargeback.ledger import DECIDED as D
 from chargeback.ledger import LIMITED as L
@@ -59,12 +59,6 @@ def test_every_limit_is_checked_and_no_limit_means_all_authorized() -> None:
     p = predict(T(sequential([0, 1, 2, 11, 12, 13, 25])), [burst, hourly], Prior.fresh([burst, hourly], 0.0))
     assert (p.authorized, p.limited) == ((3, 3), (4, 4))
     assert predict(T(sequential([0, 1, 2])), [], Prior.fresh([], 0.0)).authorized == (3, 3)
-
-
-def test_token_limits_leave_only_the_upper_bound() -> None:
-    p = under_token_limits(predict(T(sequential([0, 1, 2, 3])), [FREE], FRESH))
-    assert (p.authorized, p.limited, p.decided) == ((0, 2), (2, 4), False)
-    assert p.why_range == "token limits apply, which the model does not follow"
 
 
 def test_answers_the_policy_gives_are_explained() -> None:

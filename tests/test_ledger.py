@@ -15,6 +15,7 @@ from chargeback.ledger import (
     MAYBE,
     MODEL_429,
     NO_ANSWER,
+    NO_REPORT,
     NOT_CONNECTED,
     NOT_REACHED,
     Ledger,
@@ -57,7 +58,8 @@ def test_record_counts_tokens_times_and_timeline() -> None:
     assert ledger.last_answer() == 41.0 and account.unanswered == 1
     timeline = account.timeline()
     assert (timeline.sent.tolist(), timeline.outcome.tolist()) == ([10.0, 10.5, 11.0], [LIMITED, AUTHORIZED, DECIDED])
-    assert [sum(len(c) * c.itemsize for c in account.columns) for account in ledger.accounts.values()] == [3 * 22]
+    assert timeline.tokens.tolist() == [NO_REPORT, 12, NO_REPORT]  # the tokens each answer reported
+    assert [sum(len(c) * c.itemsize for c in account.columns) for account in ledger.accounts.values()] == [3 * 26]
     ledger.record("freeuser1", "free", 12.0, 12.1, 200)  # the columns still grow after being read
     assert (len(account.timeline()), account.statuses().tolist()[-1]) == (4, 200)
 
@@ -85,7 +87,7 @@ def test_drained_deltas_merge_to_the_same_totals_as_one_ledger() -> None:
     assert content(master) == content(whole) and sum(len(a.entries()) for a in master.accounts.values()) == 2000
 
 
-def test_a_delta_carries_only_the_requests_since_the_last_one_as_22_bytes_each() -> None:
+def test_a_delta_carries_only_the_requests_since_the_last_one_as_26_bytes_each() -> None:
     worker = Ledger()
     for n in range(10_000):
         worker.record(f"u{n % 100}", "free", float(n), n + 0.1, 200)
@@ -93,7 +95,7 @@ def test_a_delta_carries_only_the_requests_since_the_last_one_as_22_bytes_each()
     for n in range(30):
         worker.record("u1", "free", 1e5 + n, 1e5 + n + 0.1, 429, None, 4)
     [delta] = worker.drain()
-    assert (delta["sent"], delta["limited"], sum(len(column) for column in delta["columns"])) == (30, 30, 30 * 22)
+    assert (delta["sent"], delta["limited"], sum(len(column) for column in delta["columns"])) == (30, 30, 30 * 26)
 
 
 def test_table_prices_authorized_calls_and_tokens_per_tier() -> None:

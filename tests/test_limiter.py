@@ -85,6 +85,17 @@ def test_token_limit_checks_with_zero_cost_and_counts_reported_hits() -> None:
     assert limiter.check([tokens]) is None
 
 
+def test_a_report_of_zero_tokens_is_charged_as_one() -> None:
+    clock, tokens = Clock(), spec(2, 60, name="tokens", hits=0)
+    limiter = Limiter(clock)
+    limiter.report([tokens], 0)  # opens the window, as a report of 1 would
+    clock.now = 1010.0
+    assert [(s.value, s.expires_in) for s in limiter.counters()] == [(1, 50.0)]
+    limiter.report([tokens], 0)
+    assert [(s.value, s.remaining) for s in limiter.counters()] == [(2, 0)]
+    assert limiter.check([tokens]) == tokens
+
+
 def test_counters_report_remaining_and_expiry() -> None:
     clock, free = Clock(), spec(5, 120)
     limiter = Limiter(clock)
@@ -110,13 +121,15 @@ def test_a_new_counter_is_created_when_checked_even_if_a_later_limit_limits() ->
     assert {s.spec.limit_name: (s.value, s.expires_in) for s in limiter.counters()}["burst"] == (1, 5.0)
 
 
-def test_the_first_limiting_counter_ends_the_check() -> None:
+def test_every_counter_is_checked_after_a_limiting_one_and_new_ones_are_created() -> None:
     clock = Clock()
     full, later = spec(1, 60, name="daily"), spec(5, 30, name="burst")
     limiter = Limiter(clock)
     limiter.check([full])
-    assert limiter.check([full, later]) == full
-    assert [s.spec.limit_name for s in limiter.counters()] == ["daily"]  # burst was never checked
+    clock.now = 1010.0
+    assert limiter.check([full, later]) == full  # the first limiting counter is named; burst is still checked
+    assert [(s.spec.limit_name, s.value, s.remaining, s.expires_in) for s in limiter.counters()] == [
+        ("daily", 1, 0, 50.0), ("burst", 0, 5, 30.0)]
 
 
 def test_a_limited_request_does_not_renew_an_expired_window() -> None:

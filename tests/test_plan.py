@@ -116,8 +116,8 @@ def test_upstream_shaped_manifests_read_unchanged_with_a_401_warning_per_unlabel
     kinds = {(l.policy, l.kind) for l in plan.limits}
     assert kinds == {("openshift-ingress/gateway-rate-limits", "requests"), ("llm/chargeback-limits", "requests"),
                      ("openshift-ingress/gateway-token-rate-limits", "tokens")}
-    assert set(plan.telemetry_labels) == {"tier", "user"}  # model reads the response body: left out, with a warning
-    assert any("labels.model" in w and "leaves this label out" in w for w in plan.warnings)
+    assert set(plan.telemetry_labels) == {"tier", "user"}  # model reads the response body: token metrics only
+    assert plan.response_labels == {"model": "/model"} and not any("labels.model" in w for w in plan.warnings)
 
 
 def plan_facts(folder: Path) -> tuple:
@@ -236,7 +236,8 @@ def good_rlp(**overrides: str) -> str:
      "{f}: ConfigMap llm/p: data.free.per_call: expected a number, got 'cheap'"),
     ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: p\n  namespace: llm\n  labels: {chargeback.kuadrant.io/prices: 'true'}\n"
      "data: {free.per_month: '1'}\n",
-     "{f}: ConfigMap llm/p: data.free.per_month: expected keys <tier>.per_call or <tier>.per_1k_tokens"),
+     "{f}: ConfigMap llm/p: data.free.per_month: expected keys <tier>.<unit> (per_call | per_1k_tokens | "
+     "per_1k_input_tokens | per_1k_output_tokens) or <tier>.models"),
     ("apiVersion: kuadrant.io/v1\nkind: AuthPolicy\nmetadata: {name: a, namespace: llm}\nspec:\n  rules:\n"
      "    authentication:\n      k:\n        apiKey: {selector: {matchLabels: {app: x}}}\n        credentials: {cookie: {name: c}}\n",
      "{f}: AuthPolicy llm/a: spec.rules.authentication.k.credentials: only authorizationHeader and customHeader are "

@@ -38,7 +38,7 @@ def seeded_record(tmp_path: Path, server_authorized: float = 2.0):
 def test_report_from_a_run_in_csv_json_html(tmp_path: Path) -> None:
     rec = seeded_record(tmp_path)
     report = from_run(str(rec.path), {}, {})
-    csv_path, json_path, html_path = write_all(report, tmp_path / "out")
+    csv_path, json_path, html_path, _ = write_all(report, tmp_path / "out")
     rows = list(csv.DictReader(csv_path.open()))
     assert list(rows[0])[:5] == SEED_COLUMNS and list(rows[0]) == CSV_COLUMNS
     assert {k: rows[0][k] for k in ("user", "group", "calls", "cost", "sent", "limited", "source")} == {
@@ -80,7 +80,7 @@ def test_a_report_of_many_users_lists_the_top_ones_and_its_size_does_not_grow_wi
                 ledger.record(f"user{i:03d}", "free", rec.meta["started"] + n, rec.meta["started"] + n + 0.1,
                               429 if n % 5 == 4 else 200)
         rec.finish(ledger, complete=True)
-        csv_path, _, html_path = write_all(from_run(str(rec.path), {}, {}), tmp_path / f"out{per_user}")
+        csv_path, _, html_path, _ = write_all(from_run(str(rec.path), {}, {}), tmp_path / f"out{per_user}")
         rows = list(csv.DictReader(csv_path.open()))
         assert len(rows) == 100 and sum(int(r["sent"]) for r in rows) == ledger.requests()
         page = html_path.read_text()

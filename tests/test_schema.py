@@ -38,7 +38,7 @@ def test_the_built_ins_are_registered_and_the_default_is_one_of_them() -> None:
     assert schema_named(DEFAULT_SCHEMA) is SCHEMAS["seed"]
     assert [s.name for s in detection_order()] == ["seed", "fork", "telemetry"]
     assert candidate_metrics() == (SEED_A, SEED_L, "authorized_calls", "limited_calls", "authorized_token_hits",
-                                   "authorized_hits")
+                                   "authorized_hits", "report_calls")
 
 
 def test_the_built_ins_carry_their_label_facts() -> None:

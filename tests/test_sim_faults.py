@@ -30,6 +30,6 @@ def test_a_bad_fault_is_one_error_listing_the_syntax(spec: str) -> None:
     with pytest.raises(ValueError) as error:
         Faults.parse([spec])
     assert str(error.value) == (
-        f"--fault {spec!r}: expected one of over-limit[:USER], drop-authorized[:USER], double-count[:USER], "
-        "drop-tokens[:USER], model-429[:USER], fail-open[:USER], mislabel:USER=GROUP, no-group, reset-after:N, "
-        "forget-after:N")
+        f"--fault {spec!r}: expected one of over-limit[:USER], token-over-limit[:USER], drop-authorized[:USER], "
+        "double-count[:USER], drop-tokens[:USER], model-429[:USER], auth-uncounted[:USER], early-reset[:USER], "
+        "fail-open[:USER], headers-stale[:USER], mislabel:USER=GROUP, no-group, reset-after:N, forget-after:N")

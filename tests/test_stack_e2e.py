@@ -140,6 +140,6 @@ def test_slow_scrape_intervals_and_an_unrelated_slow_target() -> None:
         gateway = stack.gateway_url.removeprefix("http://")
         scraped = {t["labels"]["job"]: datetime.fromisoformat(t["lastScrape"]).timestamp() > begun
                    for t in targets if t["health"] == "up"}
-    assert jobs == [("limitador", gateway, "30s"), ("limitador-copy", gateway, "30s"),
+    assert jobs == [("authorino", gateway, "30s"), ("limitador", gateway, "30s"), ("limitador-copy", gateway, "30s"),
                     ("prometheus-self", stack.prometheus_url.removeprefix("http://"), "20s")]
     assert scraped["limitador"] and scraped["limitador-copy"]

@@ -16,7 +16,7 @@ from chargeback.ledger import MODEL_429, NO_ANSWER, NOT_CONNECTED, Ledger
 from chargeback.plan import DEFAULT_POLICY
 from scenarios import INVALID_CLASS, Stream, class_name
 from users.accounting import Accounting
-from users.wire import ledger_status, request_body, usage_of, verdict
+from users.wire import answer_of, ledger_status, request_body, verdict
 
 
 def test_request_bodies() -> None:
@@ -27,14 +27,15 @@ def test_request_bodies() -> None:
         "stream": True, "stream_options": {"include_usage": True}}
 
 
-def test_usage_from_json_and_from_the_last_sse_frame() -> None:
-    assert usage_of(b'{"usage": {"prompt_tokens": 2, "completion_tokens": 20, "total_tokens": 22}}') == (2, 20, 22)
-    sse = (b'data: {"choices": [{"text": "a "}]}\n\n'
-           b'data: {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}}\n\n'
-           b"data: [DONE]\n\n")
-    assert usage_of(sse) == (1, 3, 4)
-    assert usage_of(b'data: {"choices": []}\n\ndata: [DONE]\n\n') is None
-    assert usage_of(b"<html>") is None and usage_of(None) is None
+def test_usage_and_model_from_json_and_from_the_last_sse_frame() -> None:
+    assert answer_of(b'{"model": "m", "usage": {"prompt_tokens": 2, "completion_tokens": 20, "total_tokens": 22}}'
+                     ) == ((2, 20, 22), "m")
+    sse = (b'data: {"model": "m", "choices": [{"text": "a "}]}\n\n'
+           b'data: {"model": "m", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 3, '
+           b'"total_tokens": 4}}\n\ndata: [DONE]\n\n')
+    assert answer_of(sse) == ((1, 3, 4), "m")
+    assert answer_of(b'data: {"model": "m", "choices": []}\n\ndata: [DONE]\n\n') == (None, "")
+    assert answer_of(b"<html>") == (None, "") and answer_of(None) == (None, "")
 
 
 def test_verdicts() -> None:

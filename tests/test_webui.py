@@ -25,6 +25,7 @@ from test_plan import DEPLOY  # noqa: E402
 import users.webui as webui  # noqa: E402
 from chargeback.ledger import NO_ANSWER  # noqa: E402
 from chargeback.plan import load_plan  # noqa: E402
+from chargeback.prometheus import PrometheusAuth  # noqa: E402
 from chargeback.pytest_plugin import CheckResult, parse_junit  # noqa: E402
 from chargeback.record import RunRecord  # noqa: E402
 from scenarios import SCENARIOS  # noqa: E402
@@ -310,8 +311,9 @@ def test_verify_needs_a_finished_record_and_reports_the_checks(ui: tuple, monkey
     run.record.finish(run.ledger, True, "")
     calls: list[tuple] = []
 
-    def checks(path: Path, *extra: str, timeout: float | None = None) -> tuple[int, list[CheckResult], str]:
-        calls.append((path, extra))
+    def checks(path: Path, *extra: str, timeout: float | None = None,
+               auth: PrometheusAuth | None = None) -> tuple[int, list[CheckResult], str]:
+        calls.append((path, extra, auth))
         return 1, parse_junit(JUNIT), "4 tests"
 
     monkeypatch.setattr(webui, "check_results", checks)
@@ -322,7 +324,7 @@ def test_verify_needs_a_finished_record_and_reports_the_checks(ui: tuple, monkey
         if status["state"] != "running":
             break
         gevent.sleep(0.01)
-    assert calls == [(run.record.path, ())]
+    assert calls == [(run.record.path, (), PrometheusAuth())]  # the run's credentials (none here)
     assert (status["state"], status["exit_code"], status["counts"]) == (
         "done", 1, {"passed": 1, "failed": 1, "skipped": 1, "error": 1})
     assert [r["outcome"] for r in status["results"]] == ["passed", "failed", "skipped", "error"]

@@ -135,7 +135,8 @@ def test_a_run_with_locusts_controls_fills_the_tab_and_verify_shows_what_pytest_
         assert page.evaluate(TEXT.format("#cb-currency")) == "USD"
         tiers = page.evaluate("[...document.querySelectorAll('#cb-tiers tbody tr')].map((r) => "
                               "[...r.cells].map((c) => c.textContent))")
-        assert ["free", "freeuser1, freeuser2", "free-user-requests: 2 per 2m (requests)", "0.001", "0.0005"] in tiers
+        assert ["free", "freeuser1, freeuser2", "free-user-requests: 2 per 2m (requests)",
+                "0.001 / call, 0.0005 / 1k tokens"] in tiers
         done = RunRecord.load(runs / "latest")
         accounts = done.ledger.accounts
         assert accounts and page.evaluate(TEXT.format("#cb-user-count")) == str(len(accounts))

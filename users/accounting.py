@@ -1,5 +1,6 @@
 """The ledger's feed: Locust's `request` event. Any request whose context names an `identity` (and its `tier`;
-optionally the `sender`, the simulated user whose requests one clock orders) is accounted, whatever user class
+optionally the `sender`, the simulated user whose requests one clock orders, and the `model` it asks for, used
+when the answer names none) is accounted, whatever user class
 sent it; TierUser sets that context on every request."""
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from chargeback.ledger import ANY_SENDER
 
-from .wire import ledger_status, usage_of
+from .wire import answer_of, ledger_status, rate_limit_headers_of
 
 if TYPE_CHECKING:
     from .sync import LedgerSync
@@ -30,8 +31,9 @@ class Accounting:
         error = getattr(response, "error", None) or (exception if not getattr(response, "status_code", 0) else None)
         status = ledger_status(getattr(response, "status_code", 0) or 0, content, error)
         done = start_time + (response_time or 0.0) / 1000.0
-        usage = usage_of(content) if 200 <= status < 300 else None
+        usage, model = answer_of(content) if 200 <= status < 300 else (None, "")
         self.sync.ledger.record(identity, context.get("tier", ""), start_time, done, status, usage,
-                             context.get("sender", ANY_SENDER))
+                                context.get("sender", ANY_SENDER), model or context.get("model", ""),
+                                rate_limit_headers_of(getattr(response, "headers", None)) if status > 0 else None)
         if status > 0:
             self.answered(start_time, done)

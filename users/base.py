@@ -50,7 +50,8 @@ class TierUser(FastHttpUser):
             raise StopUser()
         self.slot: Slot = slot
         self.identity = slot.account
-        self.request_context = {"identity": slot.account, "tier": slot.user_class, "sender": slot.index}
+        self.request_context = {"identity": slot.account, "tier": slot.user_class, "sender": slot.index,
+                                "model": slot.stream.model}
         self.headers = {**JSON_HEADERS, **self.run_state.credentials(slot)}
         self.sent = 0
         self.last_start = 0.0

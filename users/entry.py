@@ -66,6 +66,6 @@ def on_quitting(environment: Environment, **_: Any) -> None:
     if (options is None or not options.check or not options.headless or run.record is None or run.is_worker
             or run.record.state != COMPLETE):
         return
-    code = run_checks(run.record.path)
+    code = run_checks(run.record.path, auth=run.recorder.auth)
     if code:
         environment.process_exit_code = code

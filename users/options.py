@@ -12,6 +12,7 @@ from typing import Any
 from locust.argument_parser import LocustArgumentParser, get_parser
 
 from chargeback.plan import DEFAULT_POLICY, Plan, load_plan, parse_window
+from chargeback.prometheus import PROMETHEUS_AUTH_OPTIONS, PrometheusAuth
 from scenarios import LOCUST_CONTROLS, SCENARIOS, Scenario, Stream, add_scenario_files, scenario_named
 from scenarios.patterns import PATTERN_SYNTAX, parse_pattern
 
@@ -39,6 +40,8 @@ def add_options(parser: LocustArgumentParser) -> None:
                         help="where run records go (default runs)")
     parser.add_argument("--prometheus-url", default="",
                         help="Prometheus scraping the gateway: its counters are snapshotted before and after the run")
+    for name, kwargs in PROMETHEUS_AUTH_OPTIONS:
+        parser.add_argument(name, include_in_web_ui=False, **kwargs)
     parser.add_argument("--job", default=None, include_in_web_ui=False,
                         help="the Prometheus scrape job of the gateway's Limitador (default: found by its series)")
     parser.add_argument("--metrics-url", default="", include_in_web_ui=False,
@@ -48,8 +51,18 @@ def add_options(parser: LocustArgumentParser) -> None:
     parser.add_argument("--namespace", default=None, include_in_web_ui=False,
                         help="limitador_namespace of the gateway's route, <namespace>/<HTTPRoute> "
                              "(default: from the manifests' HTTPRoute, else found by the Plan's users' series)")
+    parser.add_argument("--strict-limits", action="store_true", default=False, include_in_web_ui=False,
+                        help="the checks fail any overshoot of a limit, even one the requests in flight at once "
+                             "explain (Limitador's check-then-update race); kept in the run record")
     parser.add_argument("--check", action="store_true", default=False, include_in_web_ui=False,
                         help="headless: run the checks on the run record at the end; exit with them")
+
+
+def prometheus_auth(options: Any) -> PrometheusAuth:
+    """The token (--prometheus-token, else --prometheus-token-file, else $PROMETHEUS_TOKEN), CA and TLS choice for
+    Prometheus; ValueError (one line naming the file) when they cannot be read."""
+    return PrometheusAuth.resolve(options.prometheus_token, options.prometheus_token_file, options.prometheus_ca,
+                                  options.insecure)
 
 
 def policy_of(argv: list[str] | None = None) -> list[str]:

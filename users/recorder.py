@@ -15,12 +15,13 @@ from chargeback.ledger import Ledger
 from chargeback.limitador import LimitadorError
 from chargeback.plan import Plan
 from chargeback.preflight import PreflightError, Sources, preflight
-from chargeback.prometheus import MetricsSourceError, PrometheusSource
+from chargeback.prometheus import MetricsSourceError, PrometheusAuth, PrometheusSource
 from chargeback.record import RunRecord
 from chargeback.summary import PlanSummary
 from chargeback.verify import fresh_snapshot, history_priors, schema_of
 from scenarios import Scenario
 
+from .options import prometheus_auth
 from .sync import FINAL_REPORT_WAIT
 
 log = logging.getLogger("chargeback")
@@ -48,13 +49,18 @@ class Recorder:
         self.plan = plan
         self.summary = summary
         self.sources = Sources(None, None, None)
+        self.auth = PrometheusAuth()  # the run's credentials for Prometheus: its checks read with them too
 
     def start(self, options: Any, host: str, scenario: Scenario | None, shape: str | None, simulated_users: int,
               workers: int) -> RunRecord:
         """Preflight, the counters' state before the run, and a record marked running; Refused if any fails."""
+        try:
+            self.auth = prometheus_auth(options)
+        except ValueError as exc:  # a token file that cannot be read: one line naming it
+            raise Refused(str(exc)) from None
         try:  # before any traffic: the spawn waits for this
             self.sources = preflight(self.plan, host, options.prometheus_url, options.metrics_url, options.job,
-                                     options.limitador_url, options.namespace)
+                                     options.limitador_url, options.namespace, self.auth)
             metrics, admin = self.sources.metrics, self.sources.limitador
             before = fresh_snapshot(metrics, time.time()) if metrics else None
             limitador = None if admin is None else {"status_before": admin.status(), "before": admin.counters()}
@@ -64,10 +70,12 @@ class Recorder:
             "scenario": scenario.name if scenario else CONTROLS,
             "scenario_description": scenario.description if scenario else controls_description(options, shape),
             "gateway_url": host, "prometheus_url": options.prometheus_url,
+            "prometheus_auth": self.auth.to_record() if options.prometheus_url else None,  # never the token
             "metrics_url": options.metrics_url, "limitador_url": options.limitador_url, "job": options.job,
             "namespace": self.sources.namespace, "limitador": limitador,
             "targets": [t.to_dict() for t in metrics.targets()] if isinstance(metrics, PrometheusSource) else None,
             "workers": workers, "simulated_users": simulated_users,
+            "strict_limits": bool(getattr(options, "strict_limits", False)),
         }, self.summary, {"before": before} if before is not None else None)
         if limitador is None and isinstance(metrics, PrometheusSource) and before is not None:
             self._keep_history_prior(record, metrics, before)

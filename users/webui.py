@@ -28,8 +28,9 @@ from flask_login import current_user
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING
 
-from chargeback.ledger import COUNTS, Ledger, totals_by
-from chargeback.plan import Plan
+from chargeback.ledger import COUNTS, MODEL_COUNTS, Ledger, totals_by
+from chargeback.plan import Plan, Price
+from chargeback.prometheus import PrometheusAuth
 from chargeback.pytest_plugin import CheckResult, check_results
 from chargeback.record import COMPLETE, INCOMPLETE, RUNNING, RunRecord
 from chargeback.summary import PlanSummary
@@ -102,6 +103,27 @@ def user_table(plan: Plan, ledger: Ledger, baseline: Baseline | None = None
     return users, [{**total, "user": ALL_USERS, "cost": round(total["cost"], 6)} for total in tiers]
 
 
+def model_totals(plan: Plan, ledger: Ledger, baseline: Baseline | None = None) -> list[dict[str, Any]]:
+    """A row per tier and model (the requests'; "" when none was named): users, calls, tokens and cost at the
+    model's price; with a baseline, what came since it (its rows' `models`)."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for account in ledger.accounts.values():
+        price = plan.tiers[account.tier].price if account.tier in plan.tiers else Price()
+        before = ((baseline or {}).get(account.user) or {}).get("models", {})
+        for model, counts in account.model_usage().items():
+            calls, reports, prompt, completion, total = (
+                a - b for a, b in zip(counts, before.get(model, [0] * len(MODEL_COUNTS))))
+            if not (calls or reports):
+                continue
+            row = rows.setdefault((account.tier, model), {"tier": account.tier, "model": model, "users": 0,
+                                                          **dict.fromkeys(MODEL_COUNTS, 0), "cost": 0.0})
+            row["users"] += 1
+            for name, value in zip(MODEL_COUNTS, (calls, reports, prompt, completion, total)):
+                row[name] += value
+            row["cost"] += price.for_model(model).cost(calls, total, prompt, completion)
+    return [{**row, "cost": round(row["cost"], 6)} for _, row in sorted(rows.items())]
+
+
 def with_markers(summary: PlanSummary, ledger: Ledger, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """User rows, each with its `limits` (limit markers over the span of all its requests in the ledger)."""
     marked = []
@@ -137,9 +159,11 @@ def table_json(plan: Plan, summary: PlanSummary, ledger: Ledger, baseline: Basel
                top: int = DEFAULT_TOP, search: str = "") -> dict[str, Any]:
     """The tab's table: `users` (how many have rows), `totals` (a row per tier), `top_sent` and `top_limited` (the
     `top` users by calls and by limited), and with `search`, `search` {text, matched, limit, rows} (the users whose
-    name contains it); each user row shown with its limit markers. With a baseline, what came since it."""
+    name contains it); each user row shown with its limit markers; `models` (a row per tier and model). With a
+    baseline, what came since it."""
     users, totals = user_table(plan, ledger, baseline)
-    table: dict[str, Any] = {"users": len(users), "totals": totals, "top": top,
+    table: dict[str, Any] = {"users": len(users), "totals": totals, "models": model_totals(plan, ledger, baseline),
+                             "top": top,
                              "top_sent": with_markers(summary, ledger, top_users(users, "sent", top)),
                              "top_limited": with_markers(summary, ledger, top_users(users, "limited", top)),
                              "search": None}
@@ -166,11 +190,17 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
+def price_json(price: Price) -> dict[str, Any]:
+    """The units a price sets (not 0), and `models` {model: its units} when the prices file names any."""
+    units = {unit: amount for unit, amount in price.to_dict().items() if unit != "models" and amount}
+    return {**units, "models": {m: price_json(p) for m, p in price.models}} if price.models else units
+
+
 def tiers_json(summary: PlanSummary) -> list[dict[str, Any]]:
     """Each tier's users (the first TIER_USERS_SHOWN names, and how many), request and token limits, and prices."""
     limits = {l.name: l for l in summary.limits}
     return [{"name": name, "users": list(tier.users[:TIER_USERS_SHOWN]), "user_count": len(tier.users),
-             "price": {"per_call": tier.price.per_call, "per_1k_tokens": tier.price.per_1k_tokens},
+             "price": price_json(tier.price),
              "limits": [{"name": l.name, "kind": l.kind,
                          "rates": [f"{r.limit} per {window_text(r.window)}" for r in l.rates]}
                         for l in (limits[n] for n in tier.limits if n in limits)]}
@@ -248,8 +278,11 @@ class Tab:
 
     def on_reset(self, **_: Any) -> None:
         """Locust's reset button: the table starts again from here (the run record keeps everything)."""
-        users, _ = self.run.ledger.table(self.run.plan)
-        self.reset, self.reset_at = (self.run.ledger, {r["user"]: r for r in users}), time.time()
+        ledger = self.run.ledger
+        users, _ = ledger.table(self.run.plan)
+        usage = {user: account.model_usage() for user, account in ledger.accounts.items()}
+        baseline = {r["user"]: {**r, "models": {m: list(c) for m, c in usage[r["user"]].items()}} for r in users}
+        self.reset, self.reset_at = (ledger, baseline), time.time()
         if self.verification.state != "running":
             self.verification = ChecksStatus()
 
@@ -278,14 +311,14 @@ class Tab:
         if self.verification.state == "running":
             return f"the checks are already running on {self.verification.run_id}"
         self.verification = ChecksStatus("running", record.meta["run_id"], record.state == INCOMPLETE)
-        gevent.spawn(self._verify, record.path, self.verification)
+        gevent.spawn(self._verify, record.path, self.verification, self.run.recorder.auth)
         return ""
 
     @staticmethod
-    def _verify(path: Path, verification: ChecksStatus) -> None:
+    def _verify(path: Path, verification: ChecksStatus, auth: PrometheusAuth) -> None:
         try:
             code, results, output = check_results(path, *(["--partial"] if verification.partial else []),
-                                                  timeout=VERIFY_TIMEOUT)
+                                                  timeout=VERIFY_TIMEOUT, auth=auth)
         except (OSError, subprocess.SubprocessError) as exc:  # pytest could not start, or timed out
             verification.state, verification.message = "error", f"the checks could not run: {exc}"
             return

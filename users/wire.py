@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from chargeback.ledger import MODEL_429, NO_ANSWER, NOT_CONNECTED
+from chargeback.ledger import MODEL_429, NO_ANSWER, NO_HEADER, NOT_CONNECTED
 from scenarios import Stream
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -27,20 +27,22 @@ def request_body(stream: Stream) -> bytes:
     return orjson.dumps(body)
 
 
-def usage_of(content: bytes | None) -> tuple[int, int, int] | None:
-    """(prompt, completion, total) tokens from a JSON response body, or from the last server-sent event that
-    carries usage (a streamed answer)."""
+def answer_of(content: bytes | None) -> tuple[tuple[int, int, int] | None, str]:
+    """The (prompt, completion, total) tokens (None without usage) and the model ("" when none is named) of a JSON
+    response body, or of the last server-sent event that carries usage (a streamed answer)."""
     if not content:
-        return None
+        return None, ""
     try:
         if content.lstrip()[:1] == b"{":
-            usage = orjson.loads(content).get("usage")
+            body = orjson.loads(content)
         else:
-            frames = [line[6:] for line in content.splitlines() if line.startswith(b"data: {")]
-            usage = next((u for u in (orjson.loads(f).get("usage") for f in reversed(frames)) if u), None)
-        return (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) if usage else None
+            frames = (orjson.loads(line[6:]) for line in reversed(content.splitlines()) if line.startswith(b"data: {"))
+            body = next((f for f in frames if f.get("usage")), {})
+        usage, model = body.get("usage"), body.get("model")
+        model = model if isinstance(model, str) else ""
+        return ((usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) if usage else None), model
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
-        return None
+        return None, ""
 
 
 def ledger_status(status: int, content: bytes | None, error: BaseException | None) -> int:
@@ -68,3 +70,19 @@ def verdict(status: int, expect_rejection: bool) -> str | None:
     if status in (401, 403):
         return f"rejected by auth: {status}"
     return words.get(status, f"HTTP {status}")
+
+
+def rate_limit_headers_of(headers: Any) -> tuple[int, int, str] | None:
+    """Limitador's rate-limit headers of an answer (DRAFT_VERSION_03): X-RateLimit-Remaining, X-RateLimit-Reset
+    (NO_HEADER when absent: Limitador before v2.4.0) and the X-RateLimit-Limit text; None when the answer carried
+    none, or unreadable ones."""
+    remaining = headers.get("x-ratelimit-remaining") if headers else None
+    limit = headers.get("x-ratelimit-limit") if remaining is not None else None
+    if limit is None:
+        return None
+    reset = headers.get("x-ratelimit-reset")
+    try:
+        remaining, reset = int(remaining), NO_HEADER if reset is None else int(reset)
+    except ValueError:
+        return None
+    return (remaining, reset, str(limit)) if 0 <= remaining < 2**63 and -1 <= reset < 2**31 else None

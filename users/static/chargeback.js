@@ -69,6 +69,22 @@
     ["limited", "Limited (429)"], ["rejected", "Rejected (401/403)"], ["errors", "Errors"],
     ["prompt_tokens", "Prompt tokens"], ["completion_tokens", "Completion tokens"], ["total_tokens", "Total tokens"],
     ["cost", "Cost"]];
+  const MODELS = [["tier", "Tier"], ["model", "Model"], ["users", "Users"], ["calls", "Calls"],
+    ["prompt_tokens", "Input tokens"], ["completion_tokens", "Output tokens"], ["total_tokens", "Total tokens"],
+    ["cost", "Cost"]];
+  const UNITS = [["per_call", "call"], ["per_1k_tokens", "1k tokens"], ["per_1k_input_tokens", "1k input tokens"],
+    ["per_1k_output_tokens", "1k output tokens"]];
+
+  function priceText(price) {  // the units that are set, e.g. "0.002 / call, 0.001 / 1k input tokens"
+    const units = UNITS.filter(([key]) => price[key]).map(([key, unit]) => `${price[key]} / ${unit}`);
+    return units.length ? units.join(", ") : "0";
+  }
+
+  function prices(price) {  // the tier's price, then each model's own
+    return esc(priceText(price)) + Object.entries(price.models || {}).map(([model, p]) =>
+      `<br><span class="cb-model-price" data-model="${esc(model)}">${esc(model)}: ${esc(priceText(p))}</span>`)
+      .join("");
+  }
 
   function markers(row) {
     if (!row.limits.length) return esc(row.authorized);
@@ -100,18 +116,25 @@
     const tiers = table.tiers.map((t) => `<tr data-tier="${esc(t.name)}"><td>${esc(t.name)}</td>`
       + `<td>${esc(tierUsers(t))}</td>`
       + `<td>${esc(t.limits.map((l) => `${l.name}: ${l.rates.join(", ")} (${l.kind})`).join("; "))}</td>`
-      + `<td>${esc(t.price.per_call)}</td><td>${esc(t.price.per_1k_tokens)}</td></tr>`).join("");
+      + `<td>${prices(t.price)}</td></tr>`).join("");
     const totals = table.totals.map((row) => `<tr data-tier="${esc(row.tier)}">`
       + TOTALS.map(([key]) => `<td data-key="${key}">${esc(row[key])}</td>`).join("") + "</tr>").join("");
+    const models = table.models.map((row) => `<tr data-tier="${esc(row.tier)}" data-model="${esc(row.model)}">`
+      + MODELS.map(([key]) => `<td data-key="${key}">${esc(key === "model" ? row.model || "(none)" : row[key])}`
+        + "</td>").join("") + "</tr>").join("");
     return `<p>${head} · currency <span id="cb-currency">${esc(table.currency)}</span> · `
       + `<a href="chargeback/csv" download>Download the table of every user (CSV)</a></p>
       <table class="cb-table" id="cb-tiers"><thead><tr><th>Tier</th><th>Users</th><th>Limits</th>
-        <th>Per call (${esc(table.currency)})</th><th>Per 1k tokens (${esc(table.currency)})</th></tr></thead>
+        <th>Prices (${esc(table.currency)})</th></tr></thead>
         <tbody>${tiers}</tbody></table>
       <h4>Per tier <span class="cb-note">(<span id="cb-user-count">${esc(table.users)}</span> users with requests)`
       + `</span></h4>
       <table class="cb-table" id="cb-totals"><thead><tr>${TOTALS.map(([, title]) => `<th>${esc(title)}</th>`).join("")}
         </tr></thead><tbody>${totals}</tbody></table>
+      <h4>Per tier and model</h4>
+      ${models ? `<table class="cb-table" id="cb-models"><thead><tr>`
+        + `${MODELS.map(([, title]) => `<th>${esc(title)}</th>`).join("")}</tr></thead><tbody>${models}</tbody></table>`
+        : `<p class="cb-empty" id="cb-models-empty">No authorized calls yet.</p>`}
       <div class="cb-tops"><div><h4>Top users by calls</h4>
         ${userTable("cb-top-sent", table.top_sent, "No requests yet.")}</div>
       <div><h4>Top users by limited</h4>${userTable("cb-top-limited", table.top_limited, "No user was limited.")}
