@@ -34,12 +34,13 @@ if str(REPO_ROOT) not in sys.path:
 from chargeback import expectations  # noqa: E402
 from chargeback.counters import Snapshot  # noqa: E402
 from chargeback.expectations import Prior, explain, most_authorized, predict  # noqa: E402
-from chargeback.ledger import AUTHORIZED, LIMITED, Account, Ledger, Timeline  # noqa: E402
+from chargeback.ledger import AUTHORIZED, LIMITED, NO_REPORT, Account, Ledger, Timeline  # noqa: E402
 from chargeback.plan import Rate, load_plan  # noqa: E402
 from chargeback.record import RunRecord  # noqa: E402
 from chargeback.summary import PlanSummary  # noqa: E402
 
 PERIOD, LATENCY = 0.47, 0.02  # seconds between one identity's requests, and to its answer
+TOKENS = 22  # the usage each 200 reports
 REPORT = 100_000  # requests per worker report (the master merges one delta per report)
 NS = {"limitador_namespace": "llm/vllm-httproute"}
 METRICS = ("authorized_calls_with_user_and_group", "limited_calls_with_user_and_group")
@@ -71,7 +72,8 @@ def synthetic_deltas(plan: PlanSummary, per_identity: int, start: float):
             account.first = float(sent[part][0]) if account.first is None else account.first
             account.last = float(sent[part][-1])
             for column, values in zip(account.columns, (sent[part], sent[part] + LATENCY, statuses,
-                                                        np.full(len(statuses), number, dtype=np.int32))):
+                                                        np.full(len(statuses), number, dtype=np.int32),
+                                                        np.where(statuses == 200, TOKENS, NO_REPORT).astype(np.int32))):
                 column.frombytes(values.tobytes())
             in_batch += len(statuses)
             if in_batch >= REPORT:
