@@ -86,7 +86,7 @@ def header_answers(account: Account) -> HeaderAnswers | None:
     padded = [np.concatenate((np.frombuffer(c, dtype=c.typecode)[:rows],
                               np.full(max(rows - len(c), 0), NO_HEADER, dtype=c.typecode)))
               for c in (headers.remaining, headers.reset, headers.limit)]
-    order = np.lexsort((sender, status, done, sent))  # as Account.timeline
+    order = account.send_order()
     sent, done, status, sender = sent[order], done[order], status[order], sender[order]
     remaining, reset, limit = (c[order] for c in padded)
     keep = limit != NO_HEADER

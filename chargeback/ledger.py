@@ -234,11 +234,16 @@ class Account:
         """When this identity's last answer (or give-up) came (epoch s)."""
         return float(np.frombuffer(self.columns[1]).max()) if self.columns[1] else None
 
+    def send_order(self) -> np.ndarray:
+        """The positions of the requests in send order (ties by answer, status, sender): the timeline's order."""
+        sent, done, status, sender = (np.frombuffer(c, dtype=c.typecode) for c in self.columns[:4])
+        return np.lexsort((sender, status, done, sent))
+
     def timeline(self, limiter_timeout: float = LIMITER_TIMEOUT) -> Timeline:
         """The requests in send order (ties by answer, status, sender), with their limiter outcomes and reported
         tokens (copies)."""
         sent, done, status, sender, tokens = (np.frombuffer(c, dtype=c.typecode) for c in self.columns)
-        order = np.lexsort((sender, status, done, sent))
+        order = self.send_order()
         sent, done, status = sent[order], done[order], status[order]
         return Timeline(sent, done, outcomes_of(sent, done, status, limiter_timeout), sender[order], tokens[order])
 

@@ -85,6 +85,11 @@ class PlanSummary:
         applying = [l for l in self.limits if identity is not None and l.name in identity.limits]
         return [r for l in applying if l.kind == "requests" for r in l.rates], any(l.kind == "tokens" for l in applying)
 
+    @cached_property
+    def counter_sources(self) -> dict[str, list[str]]:
+        """Limit name -> its counter expressions (the variables `/counters` lists a counter by)."""
+        return {l.name: list(l.counters) for l in self.limits}
+
     def token_rates_of(self, user: str) -> list[Rate]:
         """The token-limit rates that apply to a user."""
         identity = self.identity(user)

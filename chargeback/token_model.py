@@ -45,11 +45,13 @@ def token_checks(timeline: Timeline, rate: Rate, known_from: float = float("-inf
     `known_from`: from when no window opened before the run can still be open (-inf: none was open)."""
     n = len(timeline)
     classes = np.full(n, EITHER, dtype="<U1")
-    windows, unknown = _windows(timeline, rate, known_from)
     sent, done = timeline.sent, timeline.done
+    charged = np.maximum(timeline.tokens.astype(np.int64), 1)
+    order = reports_of(timeline)
+    times = done[order]
+    windows, unknown = _windows(times, charged[order], order, rate, known_from)
     used_max = np.zeros(n, dtype=np.int64)
     used_min = np.zeros(n, dtype=np.int64)
-    charged = np.maximum(timeline.tokens.astype(np.int64), 1)
     for window in windows:
         start, end = window.opened - REPORT_EARLY, window.opened + REPORT_LATE + rate.window
         overlaps = (done >= start) & (sent < end)
@@ -65,24 +67,21 @@ def token_checks(timeline: Timeline, rate: Rate, known_from: float = float("-inf
     classes[used_max < rate.limit] = ALLOW
     classes[used_min >= rate.limit] = LIMIT
     if unknown:  # where the windows are not known, any window holding the check began a window before it at most
-        order = reports_of(timeline)
-        times, used = done[order], np.concatenate(([0], np.cumsum(charged[order])))
+        used = np.concatenate(([0], np.cumsum(charged[order])))
         recent = (used[np.searchsorted(times, done + REPORT_EARLY, side="left")]
                   - used[np.searchsorted(times, sent - rate.window - REPORT_SLACK, side="right")])
-        recent -= np.where((timeline.tokens >= 0) & (timeline.outcome == AUTHORIZED), charged, 0)
+        recent[order] -= charged[order]  # a request's own report comes after its check
         for lo, hi in unknown:
             span = (done >= lo) & (sent < hi)
             classes[span] = EITHER if lo == float("-inf") else np.where(recent[span] < rate.limit, ALLOW, EITHER)
     return classes
 
 
-def _windows(timeline: Timeline, rate: Rate, known_from: float) -> tuple[list[_Window], list[tuple[float, float]]]:
-    """The windows the reports opened, and the spans in which what was open is not known (a report too near a
-    window's expiry to say whether it opened the next, or a window of earlier traffic): a span ends where no
-    report came for a whole window."""
-    order = reports_of(timeline)
-    times = timeline.done[order]
-    charges = np.maximum(timeline.tokens[order].astype(np.int64), 1)
+def _windows(times: np.ndarray, charges: np.ndarray, order: np.ndarray, rate: Rate,
+             known_from: float) -> tuple[list[_Window], list[tuple[float, float]]]:
+    """The windows the reports (answered at `times`, charging `charges`, at positions `order`) opened, and the spans
+    in which what was open is not known (a report too near a window's expiry to say whether it opened the next, or
+    a window of earlier traffic): a span ends where no report came for a whole window."""
     windows: list[_Window] = []
     unknown: list[tuple[float, float]] = []
     lost = float("-inf") if np.isfinite(known_from) else None  # since when the state is not known

@@ -352,8 +352,8 @@ def _priors(record: RunRecord, source: MetricsSource | None, schema: MetricSchem
     users = [i.user for i in plan.identities if i.user in record.ledger.accounts]
     reading = (record.meta.get("limitador") or {}).get("before")
     if reading is not None:
-        sources = {l.name: list(l.counters) for l in plan.limits}
-        return {user: from_counters(reading, plan.rates_of(user)[0], sources, plan.identity(user).counter_values)
+        return {user: from_counters(reading, plan.rates_of(user)[0], plan.counter_sources,
+                                    plan.identity(user).counter_values)
                 for user in users}
     kept = record.meta.get("prior")
     if kept is not None:
@@ -376,9 +376,8 @@ def _quiet_tokens(record: RunRecord, source: MetricsSource | None, before: Snaps
     users = {u: rates for u in record.ledger.accounts if (rates := plan.token_rates_of(u))}
     reading = (record.meta.get("limitador") or {}).get("before")
     if reading is not None:
-        sources = {l.name: list(l.counters) for l in plan.limits}
         return {u for u, rates in users.items()
-                if not windows_listed(reading, rates, sources, plan.identity(u).counter_values)}
+                if not windows_listed(reading, rates, plan.counter_sources, plan.identity(u).counter_values)}
     if not users or not schema.token_hits or not isinstance(source, PrometheusSource):
         return set()
     longest = max(r.window for rates in users.values() for r in rates)

@@ -225,10 +225,9 @@ class Gateway:
         calls = [specs for specs in (request_specs, token_specs) if specs] or [()]
         headers: Headers = []  # the rate-limit headers of the RateLimitPolicy's call (the token check sends none)
         for call, specs in enumerate(calls):
-            if self.rate_limit_headers and call == 0 and request_specs:
-                limited, headers = await self._check_with_headers(replica.limiter, specs, user)
-            else:
-                limited = await self._check(replica.limiter, specs) is not None
+            limited, found = await self._check(replica.limiter, specs, user,
+                                               self.rate_limit_headers and call == 0 and bool(request_specs))
+            headers += found
             hits = 1
             if self.faults and limited and token_specs and specs == token_specs:
                 limited = not self.faults.take("token-over-limit", user)
@@ -253,23 +252,16 @@ class Gateway:
             if not (self.faults and self.faults.take("drop-tokens", user)):
                 replica.metrics.token_hits[reported] += answer.usage.total_tokens
 
-    async def _check(self, limiter: Limiter, specs: tuple[CounterSpec, ...]) -> CounterSpec | None:
-        """The limiter's check; with `overshoot`, its reading and its update `overshoot` seconds apart, in which other
-        requests read the same values and can all pass (Limitador's check-then-update race)."""
-        if not self.overshoot:
-            return limiter.check(specs)
-        limiting = limiter.decide(specs)
-        if limiting is None:
-            await asyncio.sleep(self.overshoot)
-            limiter.commit(specs)
-        return limiting
-
-    async def _check_with_headers(self, limiter: Limiter, specs: tuple[CounterSpec, ...],
-                                  user: str) -> tuple[bool, Headers]:
-        """`_check` with Limitador's rate-limit headers: whether the request is limited, and its counters as the
-        check read them (with `overshoot`, before its update, as Limitador annotates them)."""
+    async def _check(self, limiter: Limiter, specs: tuple[CounterSpec, ...], user: str,
+                     with_headers: bool) -> tuple[bool, Headers]:
+        """The limiter's check: whether the request is limited, and with `with_headers` Limitador's rate-limit
+        headers of its counters as the check read them. With `overshoot`, its reading and its update are `overshoot`
+        seconds apart, in which other requests read the same values and can all pass (Limitador's check-then-update
+        race)."""
+        if not self.overshoot and not with_headers:
+            return limiter.check(specs) is not None, []
         limited = limiter.decide(specs) is not None
-        headers = self._rate_limit_headers(limiter.states(specs, not limited), limited, user)
+        headers = self._rate_limit_headers(limiter.states(specs, not limited), limited, user) if with_headers else []
         if not limited:
             if self.overshoot:
                 await asyncio.sleep(self.overshoot)
